@@ -1,0 +1,195 @@
+"""SQLite files that several threads and processes use at once, with named schema migrations.
+
+The ledger, the response cache and the batch journal each own one file and one :class:`Migrations`
+registry. A migration is registered under a name and applied once, in registration order, inside its own
+transaction; the names applied so far are kept in the file's ``_migrations`` table. Never rename or edit
+a migration that has shipped: add a new one.
+
+    migrations = Migrations()
+    migrations.register("m001_initial", "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+
+    @migrations.register("m002_add_tags")
+    def _(conn):
+        conn.execute("ALTER TABLE notes ADD COLUMN tags TEXT")
+
+    with Database(path, migrations) as db:
+        db.execute("INSERT INTO notes (text) VALUES (?)", ("hi",))
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["Database", "Migrations", "connect"]
+
+Step = str | Callable[[sqlite3.Connection], None]
+
+
+class Migrations:
+    """An ordered set of named schema changes for one kind of file."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Step]] = []
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self._steps]
+
+    def register(self, name: str, step: Step | None = None) -> Any:
+        """Add ``step`` (SQL text, or a function taking the connection) under ``name``.
+
+        Without ``step`` this returns a decorator for a function. A function runs inside the migration's
+        transaction, so it must not commit.
+        """
+        if step is None:
+            def decorator(fn: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Connection], None]:
+                self.register(name, fn)
+                return fn
+            return decorator
+        if name in self.names:
+            raise ValueError(f"migration {name!r} is registered twice")
+        self._steps.append((name, step))
+        return step
+
+    def apply(self, conn: sqlite3.Connection) -> list[str]:
+        """Apply the migrations this file has not seen yet; return their names.
+
+        Each runs in its own ``BEGIN IMMEDIATE`` transaction and re-checks whether another process got
+        there first, so two processes opening a new file at the same moment both end up correct.
+        """
+        conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        if set(self.names) <= _applied(conn):
+            return []
+        done = []
+        for name, step in self._steps:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if name in _applied(conn):
+                    conn.execute("ROLLBACK")
+                    continue
+                if callable(step):
+                    step(conn)
+                else:
+                    for statement in _statements(step):
+                        conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                    (name, datetime.now(UTC).isoformat(timespec="seconds")),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            done.append(name)
+        return done
+
+
+def _applied(conn: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM _migrations")}
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements without ``executescript``, which would commit our transaction."""
+    buffer = ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \t\r\n;"):
+                yield buffer.strip()
+            buffer = ""
+    if buffer.strip(" \t\r\n;"):
+        raise ValueError(f"incomplete SQL statement in migration: {buffer.strip()[:60]!r}")
+
+
+def connect(path: Path | str, *, timeout: float = 30.0) -> sqlite3.Connection:
+    """Open ``path`` for shared use: WAL journal, a busy timeout, foreign keys on, parent dirs created.
+
+    The connection is in autocommit mode (each statement commits on its own) and may be used from any
+    thread, so callers must serialise access themselves (:class:`Database` does). ``synchronous=NORMAL``
+    in WAL mode keeps every commit safe from application crashes and costs no fsync per write; a power
+    cut can lose the last few writes, which is the right trade for a usage log and a cache.
+    """
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class Database:
+    """One SQLite file, migrated on open, shared safely by this process's threads.
+
+    A lock serialises use of the single connection; other processes are kept consistent by SQLite's own
+    locking (WAL lets readers run while one process writes).
+    """
+
+    def __init__(self, path: Path | str, migrations: Migrations | None = None, *, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.lock = threading.RLock()
+        conn = None
+        try:
+            conn = connect(path, timeout=timeout)
+            if migrations is not None:
+                migrations.apply(conn)
+        except BaseException as e:
+            if conn is not None:
+                conn.close()
+            if isinstance(e, sqlite3.OperationalError):
+                raise ConfigError(f"cannot open {path}: {e}") from None
+            if isinstance(e, sqlite3.DatabaseError):
+                raise ConfigError(
+                    f"{path} is not a usable aigc database ({e}); move it aside and aigc will start a new one"
+                ) from None
+            raise
+        conn.row_factory = sqlite3.Row
+        self.conn = conn
+
+    def execute(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        """Run one statement (atomic on its own) and return all its rows."""
+        with self.lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Several statements as one atomic write: committed together, or rolled back on any error."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def applied_migrations(self) -> list[str]:
+        return [row[0] for row in self.execute("SELECT name FROM _migrations ORDER BY rowid")]
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Database({str(self.path)!r})"

@@ -1,0 +1,224 @@
+"""The usage ledger: one row per request in ``<data_dir>/ledger.db``, and reports over it.
+
+Every request is recorded, failed ones included, with its tokens, its cost (NULL when the model's price
+is unknown), latency, status and attempts. Prompts and responses are stored only when the ledger was
+opened with ``store_prompts=True``; API keys never are. Times are UTC, and so are report days.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from .db import Database, Migrations
+from .errors import InputError
+
+__all__ = ["Ledger", "LedgerEntry", "ReportRow", "GroupBy", "parse_since", "LEDGER_FILE"]
+
+LEDGER_FILE = "ledger.db"
+
+GroupBy = Literal["model", "task", "day", "backend", "job"]
+
+MIGRATIONS = Migrations()
+
+MIGRATIONS.register(
+    "m001_initial",
+    """
+    CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        time TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        model TEXT NOT NULL,
+        task TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd REAL,
+        latency_s REAL NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT 'ok',
+        attempts INTEGER NOT NULL DEFAULT 1,
+        request_id TEXT,
+        prompt TEXT,
+        response TEXT
+    );
+    CREATE INDEX requests_time ON requests (time);
+    """,
+)
+
+# Batch runs from cron wanted their spend reported per job.
+MIGRATIONS.register(
+    "m002_add_job",
+    """
+    ALTER TABLE requests ADD COLUMN job TEXT;
+    CREATE INDEX requests_job ON requests (job, time);
+    """,
+)
+
+_GROUP_EXPR: dict[str, str] = {
+    "model": "model",
+    "task": "task",
+    "backend": "backend",
+    "job": "job",
+    "day": "substr(time, 1, 10)",
+}
+
+
+def _utc(moment: datetime) -> datetime:
+    """Aware UTC; a naive datetime is taken to be UTC already."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _stamp(moment: datetime) -> str:
+    # Fixed width, so text order is time order and the first 10 characters are the UTC day.
+    return _utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One request as the ledger records it.
+
+    ``status`` is "ok" or the class name of the error that ended the request (e.g. "RateLimited").
+    ``prompt`` and ``response`` are kept only by a ledger opened with ``store_prompts=True``.
+    """
+
+    backend: str
+    model: str
+    task: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    latency_s: float = 0.0
+    status: str = "ok"
+    attempts: int = 1
+    request_id: str | None = None
+    job: str | None = None
+    prompt: str | None = field(default=None, repr=False)
+    response: str | None = field(default=None, repr=False)
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    """Totals for one group (``key`` is None for an ungrouped report)."""
+
+    key: str | None
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    unpriced_requests: int
+    failures: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def cost_complete(self) -> bool:
+        """False when some requests had no known price, so ``cost_usd`` is a lower bound."""
+        return self.unpriced_requests == 0
+
+
+_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+    """Read a ``--since`` value: a duration back from now ("30m", "24h", "7d", "2w") or a date/time.
+
+    A date ("2026-11-01") means its midnight UTC; a date-time without a zone is taken as UTC.
+    """
+    value = text.strip().lower()
+    match = _DURATION.fullmatch(value)
+    if match:
+        amount, unit = int(match[1]), match[2]
+        return _utc(now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
+    try:
+        return _utc(datetime.fromisoformat(text.strip()))
+    except ValueError:
+        pass
+    raise InputError(
+        f"cannot read the time {text!r}: use a duration such as 30m, 24h, 7d or 2w, "
+        "or a date such as 2026-11-01"
+    )
+
+
+class Ledger:
+    """Append-only record of requests, safe to share between threads and processes."""
+
+    def __init__(self, path: Path | str, *, store_prompts: bool = False) -> None:
+        self.store_prompts = store_prompts
+        self._db = Database(path, MIGRATIONS)
+        self.path = self._db.path
+
+    @classmethod
+    def in_dir(cls, data_dir: Path | str, *, store_prompts: bool = False) -> Ledger:
+        """The ledger at ``<data_dir>/ledger.db``."""
+        return cls(Path(data_dir) / LEDGER_FILE, store_prompts=store_prompts)
+
+    def record(self, entry: LedgerEntry) -> None:
+        """Append one request. A single autocommitted INSERT: tens of microseconds, no fsync."""
+        keep = self.store_prompts
+        row = (
+            _stamp(entry.time), entry.backend, entry.model, entry.task,
+            entry.prompt_tokens, entry.completion_tokens, entry.cost_usd, entry.latency_s,
+            entry.status, entry.attempts, entry.request_id, entry.job,
+            entry.prompt if keep else None, entry.response if keep else None,
+        )
+        with self._db.lock:
+            self._db.conn.execute(
+                "INSERT INTO requests (time, backend, model, task, prompt_tokens, completion_tokens, cost_usd,"
+                " latency_s, status, attempts, request_id, job, prompt, response)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+    def report(
+        self,
+        since: timedelta | datetime | None = None,
+        by: GroupBy | None = None,
+        *,
+        job: str | None = None,
+    ) -> list[ReportRow]:
+        """Totals since a moment (or over ``timedelta`` back from now), one row per group, ordered by key.
+
+        Without ``by`` the result is a single row (with ``requests == 0`` on an empty ledger).
+        """
+        if by is not None and by not in _GROUP_EXPR:
+            raise InputError(f"cannot group usage by {by!r}: choose one of {', '.join(_GROUP_EXPR)}")
+        where, params = [], []
+        if since is not None:
+            start = datetime.now(UTC) - since if isinstance(since, timedelta) else since
+            where.append("time >= ?")
+            params.append(_stamp(start))
+        if job is not None:
+            where.append("job = ?")
+            params.append(job)
+        key = _GROUP_EXPR[by] if by else "NULL"
+        sql = (
+            f"SELECT {key} AS key, count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),"
+            " coalesce(sum(cost_usd), 0.0), count(*) - count(cost_usd), coalesce(sum(status != 'ok'), 0)"
+            " FROM requests"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + (" GROUP BY key ORDER BY key" if by else "")
+        )
+        return [ReportRow(*row) for row in self._db.execute(sql, params)]
+
+    def totals(self, since: timedelta | datetime | None = None) -> ReportRow:
+        """Everything recorded (since a moment, if given) as one row."""
+        return self.report(since)[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({str(self.path)!r}, store_prompts={self.store_prompts})"
+
