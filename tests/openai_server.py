@@ -1,0 +1,1009 @@
+"""An OpenAI-compatible HTTP server for tests and benchmarks.
+
+Hosted-path tests talk to this server through the real ``openai`` SDK, so the headers, status codes, error bodies
+and stream framing the SDK depends on are exercised over real HTTP. The server bills on its own (tiktoken plus
+OpenAI's chat formula), so a test can check aigc's counts against what a provider would charge, and it can
+misbehave on demand: scripted faults, random faults, latency, rate limits and context windows.
+
+In process::
+
+    with FakeOpenAIServer(rpm=600) as server:
+        server.enqueue_faults(Fault.rate_limit(retry_after=0.2))
+        client = openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
+
+As a process, ``python tests/openai_server.py --port 0`` prints its base URL on one line and serves until
+SIGTERM or SIGINT; the ``/_control/*`` endpoints script it from outside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import functools
+import hashlib
+import itertools
+import json
+import math
+import random
+import re
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["FakeOpenAIServer", "Fault", "RecordedRequest", "count_prompt_tokens", "example_instance"]
+
+_O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4")
+
+# (type, code, message) sent for a status when a fault names nothing more specific; close to OpenAI's own.
+_STATUS_ERRORS: dict[int, tuple[str, str | None, str]] = {
+    400: ("invalid_request_error", None, "Invalid request."),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    403: ("permission_error", None, "You are not allowed to use this model."),
+    404: ("invalid_request_error", "model_not_found", "The model does not exist or you do not have access to it."),
+    408: ("timeout_error", None, "Request timed out."),
+    409: ("invalid_request_error", None, "The request conflicts with another request."),
+    422: ("invalid_request_error", None, "The request could not be processed."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again later."),
+    500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
+    502: ("server_error", None, "Bad gateway."),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
+}
+_CODE_ERRORS = {
+    "insufficient_quota": (
+        "insufficient_quota",
+        "You exceeded your current quota, please check your plan and billing details.",
+    ),
+}
+
+
+@dataclass
+class Fault:
+    """One misbehaviour, used up by the next chat or batch request.
+
+    Applied in this order: ``stall`` (then answer as below), ``drop``, ``status`` (an error answer), and for a
+    stream that otherwise succeeds, ``stream_drop_after``.
+    """
+
+    status: int | None = None
+    retry_after: float | None = None
+    retry_after_ms: float | None = None
+    code: str | None = None
+    message: str | None = None
+    drop: bool = False
+    stall: float = 0.0
+    stream_drop_after: int | None = None
+
+    @classmethod
+    def rate_limit(cls, retry_after: float | None = None, *, retry_after_ms: float | None = None) -> Fault:
+        return cls(status=429, code="rate_limit_exceeded", retry_after=retry_after, retry_after_ms=retry_after_ms)
+
+    @classmethod
+    def quota(cls) -> Fault:
+        """The 429 that retrying cannot fix: the account is out of credit."""
+        return cls(status=429, code="insufficient_quota")
+
+    @classmethod
+    def server_error(cls, status: int = 500, retry_after: float | None = None) -> Fault:
+        return cls(status=status, retry_after=retry_after)
+
+    @classmethod
+    def dropped(cls) -> Fault:
+        return cls(drop=True)
+
+    @classmethod
+    def stalled(cls, seconds: float) -> Fault:
+        return cls(stall=seconds)
+
+    @classmethod
+    def stream_cut(cls, after_chunks: int) -> Fault:
+        return cls(stream_drop_after=after_chunks)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fault:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown Fault fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class RecordedRequest:
+    """What the server saw of one API request and how it answered (``status`` None: the connection was cut)."""
+
+    method: str
+    path: str
+    body: Any
+    headers: dict[str, str]
+    time: float
+    status: int | None = None
+    fault: Fault | None = None
+
+
+class _ApiError(Exception):
+    """An error answer in OpenAI's shape, raised anywhere below the dispatcher."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, retry_after: float | None = None, retry_after_ms: float | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.retry_after, self.retry_after_ms = retry_after, retry_after_ms
+
+    @classmethod
+    def from_fault(cls, fault: Fault) -> _ApiError:
+        status = fault.status or 500
+        type_, code, message = _STATUS_ERRORS.get(
+            status, ("server_error" if status >= 500 else "invalid_request_error", None, "Request failed.")
+        )
+        if fault.code in _CODE_ERRORS:
+            type_, message = _CODE_ERRORS[fault.code]
+        return cls(status, fault.message or message, type=type_, code=fault.code or code,
+                   retry_after=fault.retry_after, retry_after_ms=fault.retry_after_ms)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def answer(self) -> _Answer:
+        headers = {}
+        if self.retry_after is not None:
+            headers["retry-after"] = f"{self.retry_after:g}"
+        if self.retry_after_ms is not None:
+            headers["retry-after-ms"] = f"{self.retry_after_ms:g}"
+        wait = self.retry_after_ms / 1000 if self.retry_after_ms is not None else self.retry_after
+        return _Answer(status=self.status, body=self.body(), headers=headers, retry_wait=wait)
+
+
+@dataclass
+class _Answer:
+    """A response the handler writes; the logic that builds it never touches a socket."""
+
+    status: int = 200
+    body: Any = None  # dict/list → JSON; bytes → sent as they are
+    headers: dict[str, str] = field(default_factory=dict)
+    events: list[dict] | None = None  # server-sent events of a stream
+    drop: bool = False  # close the connection without answering
+    drop_after: int | None = None  # stream events sent before the connection is cut
+    retry_wait: float | None = None  # seconds the client was told to wait
+    usage: dict[str, int] | None = None  # billed if the answer counts as a success
+
+
+# ---- tokens and replies -------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _encoding(model: str):
+    """The tiktoken encoding OpenAI uses for ``model``; imported late so the script entry can fix sys.path."""
+    from aigc.tokens import get_encoding
+
+    return get_encoding("o200k_base" if model.startswith(_O200K_PREFIXES) else "cl100k_base")
+
+
+def _text(content: Any) -> str:
+    """The text of a message content: a string, or the text parts of a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _count(model: str, text: str) -> int:
+    return len(_encoding(model).encode_ordinary(text))
+
+
+def count_prompt_tokens(model: str, messages: list[dict]) -> int:
+    """OpenAI's chat formula: 3 per message, the tokens of role/content/name, 1 more per name, 3 for the primer."""
+    total = 3
+    for message in messages:
+        total += 3 + sum(_count(model, _text(message.get(key))) for key in ("role", "content", "name"))
+        total += 1 if "name" in message else 0
+    return total
+
+
+def example_instance(schema: dict, defs: dict | None = None) -> Any:
+    """The smallest JSON value fitting ``schema``: what a model obeying a json_schema response format sends."""
+    if defs is None:
+        defs = {**schema.get("definitions", {}), **schema.get("$defs", {})}
+    if "$ref" in schema:
+        return example_instance(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return example_instance(schema[key][0], defs)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        return {name: example_instance(sub, defs) for name, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        return [example_instance(schema.get("items", {}), defs) for _ in range(schema.get("minItems", 0))]
+    return {"string": "example", "integer": 0, "number": 0, "boolean": False}.get(kind)
+
+
+def _default_reply(messages: list[dict]) -> str:
+    user = [m for m in messages if m.get("role") == "user"]
+    words = _text(user[-1].get("content")).split() if user else []
+    return "Reply: " + " ".join(words[:12])
+
+
+def _body_key(body: Any) -> str:
+    """Identifies a logical request across re-sends: the same JSON body hashes the same."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise _ApiError(400, "We could not parse the JSON body of your request.") from None
+
+
+# ---- rate limits --------------------------------------------------------------------------------------------
+
+
+def _share(per_minute: float) -> tuple[float, float]:
+    """(window seconds, capacity): a one-second share of a per-minute limit, or one unit per longer window."""
+    return (1.0, per_minute / 60) if per_minute >= 60 else (60 / per_minute, 1.0)
+
+
+class _RateWindow:
+    """Requests admitted in the last minute, checked against short-window shares of rpm and tpm.
+
+    OpenAI states limits per minute but enforces them over shorter intervals; a one-second share makes a limit
+    bind within a test lasting seconds. A request bigger than a whole share is admitted into an empty window.
+    """
+
+    def __init__(self) -> None:
+        self._admitted: deque[tuple[float, int]] = deque()  # (monotonic time, tokens)
+        self._tokens = 0
+
+    def admit(self, now: float, tokens: int, rpm: float | None, tpm: float | None) -> float:
+        """Record the request and return 0, or return the seconds until it would fit."""
+        self._prune(now)
+        wait = max(self._wait(now, 1, rpm, lambda n: 1), self._wait(now, tokens, tpm, lambda n: n))
+        if wait <= 0:
+            self._admitted.append((now, tokens))
+            self._tokens += tokens
+        return wait
+
+    def remaining(self, now: float, rpm: float | None, tpm: float | None) -> dict[str, str]:
+        self._prune(now)
+        headers = {}
+        if rpm:
+            headers["x-ratelimit-limit-requests"] = f"{rpm:g}"
+            headers["x-ratelimit-remaining-requests"] = f"{max(0, rpm - len(self._admitted)):g}"
+        if tpm:
+            headers["x-ratelimit-limit-tokens"] = f"{tpm:g}"
+            headers["x-ratelimit-remaining-tokens"] = f"{max(0, tpm - self._tokens):g}"
+        return headers
+
+    def _prune(self, now: float) -> None:
+        while self._admitted and self._admitted[0][0] <= now - 60:
+            self._tokens -= self._admitted.popleft()[1]
+
+    def _wait(self, now: float, cost: int, per_minute: float | None, weight: Callable[[int], int]) -> float:
+        if not per_minute:
+            return 0.0
+        window, capacity = _share(per_minute)
+        recent = list(itertools.takewhile(lambda e: e[0] > now - window, reversed(self._admitted)))[::-1]
+        used = sum(weight(n) for _, n in recent)
+        if not recent or used + cost <= capacity:
+            return 0.0
+        for t, n in recent:  # oldest first: until when must the window drain for this request to fit?
+            used -= weight(n)
+            if used + cost <= capacity:
+                return t + window - now
+        return recent[-1][0] + window - now
+
+
+# ---- HTTP plumbing ------------------------------------------------------------------------------------------
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # benchmarks open many connections at once
+
+    def __init__(self, address: tuple[str, int], fake: FakeOpenAIServer):
+        self.fake = fake
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's reverse DNS lookup of the host, which can take seconds."""
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):  # a client going away is normal here
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
+    disable_nagle_algorithm = True  # headers and body go out as separate writes; don't let them wait on ACKs
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.fake._track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.fake._track(self.connection, False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: tests read ``server.requests`` instead of a log."""
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        try:
+            raw = self._read_body()
+            try:
+                answer = self.server.fake._dispatch(self.command, self.path, dict(self.headers), raw)
+            except Exception as err:  # a bug here or in a reply callable: say so rather than hang up
+                traceback.print_exc()
+                answer = _ApiError(500, f"The test server failed: {err!r}", type="server_error").answer()
+            self._write(answer)
+        except OSError:
+            self.close_connection = True
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts = []
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            return b"".join(parts)
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _write(self, answer: _Answer) -> None:
+        if answer.drop:
+            self.close_connection = True
+            return
+        self.send_response(answer.status)
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        if answer.events is None:
+            payload = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
+            kind = "application/octet-stream" if isinstance(answer.body, bytes) else "application/json"
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for sent, event in enumerate(answer.events):
+            if answer.drop_after is not None and sent >= answer.drop_after:
+                self.close_connection = True  # cut mid-stream: the chunked body never ends
+                return
+            self._chunk(f"data: {json.dumps(event)}\n\n".encode())
+        self._chunk(b"data: [DONE]\n\n")
+        self._chunk(b"")
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+
+def _parse_multipart(raw: bytes, content_type: str) -> dict[str, tuple[str | None, bytes]]:
+    """Form fields of a multipart/form-data body: name → (filename, bytes)."""
+    match = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not match:
+        raise _ApiError(400, "Expected a multipart/form-data body.")
+    result = {}
+    for part in raw.split(b"--" + match.group(1).encode())[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, data = part.partition(b"\r\n\r\n")
+        head_text = head.decode("utf-8", "replace")
+        name = re.search(r'[;\s]name="([^"]*)"', head_text)
+        filename = re.search(r'filename="([^"]*)"', head_text)
+        if name:
+            result[name.group(1)] = (filename and filename.group(1), data.removesuffix(b"\r\n"))
+    return result
+
+
+# ---- the server ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Batch:
+    obj: dict[str, Any]
+    polls: int = 0
+
+
+class FakeOpenAIServer:
+    """An OpenAI-compatible server on 127.0.0.1 with scriptable faults, limits and its own billing.
+
+    Options are plain attributes and may be changed while it runs; counters are read through properties that
+    return snapshots. ``stats`` counts chat-completion requests (plus ``batches_created``).
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, latency: float = 0.0,
+                 reply: Callable[[dict], str | None] | None = None, stream_usage: bool = True,
+                 supports_json_schema: bool = True, context_windows: dict[str, int] | None = None,
+                 error_rate: float = 0.0, drop_rate: float = 0.0, seed: int | None = None,
+                 rpm: float | None = None, tpm: float | None = None, api_key: str | None = None,
+                 batch_polls_to_complete: int = 2):
+        self.host, self.port = host, port
+        self.latency, self.reply, self.stream_usage = latency, reply, stream_usage
+        self.supports_json_schema = supports_json_schema
+        self.context_windows = dict(context_windows or {})
+        self.error_rate, self.drop_rate, self.seed = error_rate, drop_rate, seed
+        self.rpm, self.tpm, self.api_key = rpm, tpm, api_key
+        self.batch_polls_to_complete = batch_polls_to_complete
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._ids = itertools.count(1)  # object ids (chatcmpl-, file-, batch_ …)
+        self._request_ids = itertools.count(1)
+        self._connections: set[socket.socket] = set()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.reset()
+
+    # -- lifecycle
+
+    def start(self) -> FakeOpenAIServer:
+        if self._httpd is None:
+            self._stopping.clear()
+            self._httpd = _HTTPServer((self.host, self.port), self)
+            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
+                                            name="fake-openai-server", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop promptly: stalled handlers wake up and every open connection is shut."""
+        if self._httpd is None:
+            return
+        self._stopping.set()
+        self._httpd.shutdown()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self._httpd.server_close()
+        self._thread.join()
+        self._httpd = self._thread = None
+
+    def __enter__(self) -> FakeOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the server is not running; use start() or a with block")
+        return f"http://{self.host}:{self._httpd.server_address[1]}/v1"
+
+    # -- scripting
+
+    def enqueue_faults(self, *faults: Fault) -> None:
+        with self._lock:
+            self._faults.extend(faults)
+
+    def fail_next(self, n: int, fault: Fault | None = None) -> None:
+        self.enqueue_faults(*[fault or Fault.server_error()] * n)
+
+    def enqueue_replies(self, *texts: str) -> None:
+        with self._lock:
+            self._replies.extend(texts)
+
+    def reset(self) -> None:
+        """Forget requests, counters, queues, files and batches; keep the options."""
+        with self._lock:
+            self._faults: deque[Fault] = deque()
+            self._replies: deque[str] = deque()
+            self._requests: list[RecordedRequest] = []
+            self._stats: dict[str, Any] = {
+                "requests": 0, "ok": 0, "errors_by_status": {}, "dropped": 0, "rate_limited": 0,
+                "resent_early": 0, "duplicates": 0, "oversize_rejections": 0, "batches_created": 0,
+            }
+            self._billed = {"prompt_tokens": 0, "completion_tokens": 0}
+            self._answered: set[str] = set()
+            self._wait_until: dict[str, float] = {}
+            self._window = _RateWindow()
+            self._rng = random.Random(self.seed)
+            self._files: dict[str, tuple[dict, bytes]] = {}
+            self._batches: dict[str, _Batch] = {}
+
+    # -- bookkeeping
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def request_count(self) -> int:
+        with self._lock:
+            return self._stats["requests"]
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {**self._stats, "errors_by_status": dict(self._stats["errors_by_status"])}
+
+    @property
+    def billed(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._billed)
+
+    @property
+    def oversize_rejections(self) -> int:
+        with self._lock:
+            return self._stats["oversize_rejections"]
+
+    def _track(self, conn: socket.socket, open_: bool) -> None:
+        with self._lock:
+            (self._connections.add if open_ else self._connections.discard)(conn)
+
+    def _bill(self, usage: dict[str, int]) -> None:
+        with self._lock:
+            self._billed["prompt_tokens"] += usage["prompt_tokens"]
+            self._billed["completion_tokens"] += usage["completion_tokens"]
+
+    # -- dispatch
+
+    # (method, path, handler method, whether faults apply)
+    _ROUTES = [
+        ("POST", re.compile(r"/v1/chat/completions"), "_chat", True),
+        ("GET", re.compile(r"/v1/models"), "_models", False),
+        ("POST", re.compile(r"/v1/files"), "_upload", True),
+        ("GET", re.compile(r"/v1/files/([^/]+)"), "_file_info", True),
+        ("GET", re.compile(r"/v1/files/([^/]+)/content"), "_file_content", True),
+        ("DELETE", re.compile(r"/v1/files/([^/]+)"), "_delete_file", True),
+        ("POST", re.compile(r"/v1/batches"), "_create_batch", True),
+        ("GET", re.compile(r"/v1/batches/([^/]+)"), "_retrieve_batch", True),
+        ("POST", re.compile(r"/v1/batches/([^/]+)/cancel"), "_cancel_batch", True),
+    ]
+
+    def _dispatch(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> _Answer:
+        path = urlsplit(target).path
+        if path.startswith("/_control/"):
+            return self._control(method, path, raw)
+        name, args, faultable = None, (), False
+        for route_method, pattern, route_name, route_faultable in self._ROUTES:
+            if route_method == method and (match := pattern.fullmatch(path)):
+                name, args, faultable = route_name, match.groups(), route_faultable
+        record = self._record(method, path, headers, raw)
+        key = _body_key(record.body) if name == "_chat" and record.body is not None else None
+        if name == "_chat":
+            self._count_arrival(key)
+        try:
+            if name is None:
+                raise _ApiError(404, f"Invalid URL ({method} {path})")
+            self._authorize(headers)
+            record.fault = self._next_fault() if faultable else None
+            answer = self._apply_fault(record.fault) or getattr(self, name)(raw, headers, record.fault, *args)
+        except _ApiError as err:
+            answer = err.answer()
+        answer.headers["x-request-id"] = f"req_{next(self._request_ids)}"
+        record.status = None if answer.drop else answer.status
+        if name == "_chat":
+            answer.headers.update(self._window.remaining(time.monotonic(), self.rpm, self.tpm))
+            self._count_chat(answer, key)
+        return answer
+
+    def _record(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> RecordedRequest:
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        hidden = {"authorization", "api-key"}
+        kept = {k: v for k, v in headers.items() if k.lower() not in hidden}
+        record = RecordedRequest(method, path, body, kept, time.time())
+        with self._lock:
+            self._requests.append(record)
+        return record
+
+    def _count_arrival(self, key: str | None) -> None:
+        """Count a chat request, and whether it came back before the wait its last answer asked for."""
+        with self._lock:
+            self._stats["requests"] += 1
+            if key in self._wait_until and time.monotonic() < self._wait_until[key]:
+                self._stats["resent_early"] += 1
+
+    def _authorize(self, headers: dict[str, str]) -> None:
+        if self.api_key is None:
+            return
+        given = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        if given != f"Bearer {self.api_key}":
+            raise _ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+    def _next_fault(self) -> Fault | None:
+        with self._lock:
+            if self._faults:
+                return self._faults.popleft()
+            if self.error_rate or self.drop_rate:
+                draw = self._rng.random()
+                if draw < self.drop_rate:
+                    return Fault.dropped()
+                if draw < self.drop_rate + self.error_rate:
+                    return Fault.server_error()
+        return None
+
+    def _apply_fault(self, fault: Fault | None) -> _Answer | None:
+        """An answer replacing the normal one, or None to answer normally."""
+        if fault is None:
+            return None
+        if fault.stall and self._stopping.wait(fault.stall):
+            return _Answer(drop=True)  # shutting down
+        if fault.drop:
+            return _Answer(drop=True)
+        if fault.status:
+            raise _ApiError.from_fault(fault)
+        return None
+
+    def _count_chat(self, answer: _Answer, key: str | None) -> None:
+        with self._lock:
+            stats = self._stats
+            if answer.drop or answer.drop_after is not None:
+                stats["dropped"] += 1
+            elif answer.status == 200:
+                stats["ok"] += 1
+                stats["duplicates"] += key in self._answered
+                self._answered.add(key)
+                self._wait_until.pop(key, None)
+                self._bill(answer.usage)
+            else:
+                stats["errors_by_status"][answer.status] = stats["errors_by_status"].get(answer.status, 0) + 1
+                stats["rate_limited"] += answer.status == 429
+            if answer.retry_wait is not None and key is not None:
+                self._wait_until[key] = time.monotonic() + answer.retry_wait
+
+    # -- chat completions
+
+    def _chat(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
+        body = _parse_json(raw)
+        prompt_tokens = self._check_chat(body)
+        self._admit(body, prompt_tokens)
+        if self.latency and self._stopping.wait(self.latency):
+            return _Answer(drop=True)
+        completion = self._complete(body, prompt_tokens)
+        if not body.get("stream"):
+            return _Answer(body=completion, usage=completion["usage"])
+        cut = fault.stream_drop_after if fault else None
+        return _Answer(events=self._stream_events(body, completion), usage=completion["usage"],
+                       drop_after=None if cut is None else 1 + cut)
+
+    def _check_chat(self, body: Any) -> int:
+        """Reject what OpenAI would reject with a 400; return the prompt's tokens."""
+        if not isinstance(body, dict):
+            raise _ApiError(400, "The request body must be a JSON object.")
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            raise _ApiError(400, "you must provide a model parameter", param="model")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise _ApiError(400, "Missing required parameter: 'messages'.", param="messages",
+                            code="missing_required_parameter")
+        for name in ("max_tokens", "max_completion_tokens"):
+            value = body.get(name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise _ApiError(400, f"Invalid '{name}': expected a positive integer.", param=name)
+        response_format = body.get("response_format")
+        if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+            if not self.supports_json_schema:
+                raise _ApiError(400, "response_format json_schema is not supported by this server",
+                                param="response_format")
+            if not isinstance(response_format.get("json_schema"), dict):
+                raise _ApiError(400, "Missing required parameter: 'response_format.json_schema'.",
+                                param="response_format")
+        prompt_tokens = count_prompt_tokens(body["model"], messages)
+        self._check_context(body, prompt_tokens)
+        return prompt_tokens
+
+    def _check_context(self, body: dict, prompt_tokens: int) -> None:
+        window = self.context_windows.get(body["model"])
+        completion = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+        if window is None or prompt_tokens + completion <= window:
+            return
+        with self._lock:
+            self._stats["oversize_rejections"] += 1
+        raise _ApiError(
+            400,
+            f"This model's maximum context length is {window} tokens. However, you requested "
+            f"{prompt_tokens + completion} tokens ({prompt_tokens} in the messages, {completion} in the "
+            "completion). Please reduce the length of the messages or completion.",
+            param="messages", code="context_length_exceeded",
+        )
+
+    def _admit(self, body: dict, prompt_tokens: int) -> None:
+        if not (self.rpm or self.tpm):
+            return
+        cost = prompt_tokens + (body.get("max_completion_tokens") or body.get("max_tokens") or 0)
+        with self._lock:
+            wait = self._window.admit(time.monotonic(), cost, self.rpm, self.tpm)
+        if wait > 0:
+            wait_ms = math.ceil(wait * 1000)
+            raise _ApiError(429, f"Rate limit reached for {body['model']}. Please try again in {wait_ms}ms.",
+                            type="requests", code="rate_limit_exceeded", retry_after=math.ceil(wait),
+                            retry_after_ms=wait_ms)
+
+    def _reply_text(self, body: dict) -> str:
+        """Scripted replies first, then the ``reply`` callable, then a schema instance or the default."""
+        with self._lock:
+            if self._replies:
+                return self._replies.popleft()
+        if self.reply is not None and (text := self.reply(body)) is not None:
+            return text
+        response_format = body.get("response_format") or {}
+        if response_format.get("type") == "json_schema":
+            return json.dumps(example_instance(response_format["json_schema"].get("schema", {})))
+        text = _default_reply(body["messages"])
+        return json.dumps({"reply": text}) if response_format.get("type") == "json_object" else text
+
+    def _complete(self, body: dict, prompt_tokens: int) -> dict[str, Any]:
+        """A chat.completion object for a valid body; cut to max tokens like a real model."""
+        model, text, finish = body["model"], self._reply_text(body), "stop"
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        tokens = _encoding(model).encode_ordinary(text)
+        if limit and len(tokens) > limit:
+            text, finish = _encoding(model).decode(tokens[:limit]), "length"
+        completion_tokens = _count(model, text)
+        return {
+            "id": f"chatcmpl-{next(self._ids)}", "object": "chat.completion", "created": int(time.time()),
+            "model": model, "system_fingerprint": None,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                         "logprobs": None, "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+    def _stream_events(self, body: dict, completion: dict) -> list[dict]:
+        """The chunks of a completion: role, one per word, finish, then usage if asked for and supported."""
+        base = {key: completion[key] for key in ("id", "created", "model", "system_fingerprint")}
+        base["object"] = "chat.completion.chunk"
+        with_usage = self.stream_usage and bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta: dict, finish: str | None = None) -> dict:
+            event = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            return {**event, "usage": None} if with_usage else event
+
+        choice = completion["choices"][0]
+        pieces = re.findall(r"\S+\s*|\s+", choice["message"]["content"])
+        events = [chunk({"role": "assistant", "content": ""})]
+        events += [chunk({"content": piece}) for piece in pieces]
+        events.append(chunk({}, choice["finish_reason"]))
+        if with_usage:
+            events.append({**base, "choices": [], "usage": completion["usage"]})
+        return events
+
+    def _models(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
+        names = sorted({*self.context_windows, "gpt-4o-mini"})
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "aigc-tests"} for name in names]
+        return _Answer(body={"object": "list", "data": data})
+
+    # -- files and batches
+
+    def _store_file(self, filename: str, purpose: str, data: bytes) -> dict[str, Any]:
+        with self._lock:
+            info = {"id": f"file-{next(self._ids)}", "object": "file", "bytes": len(data),
+                    "created_at": int(time.time()), "filename": filename, "purpose": purpose, "status": "processed"}
+            self._files[info["id"]] = (info, data)
+            return dict(info)
+
+    def _file(self, file_id: str) -> tuple[dict, bytes]:
+        with self._lock:
+            if file_id not in self._files:
+                raise _ApiError(404, f"No such File object: {file_id}", param="id")
+            return self._files[file_id]
+
+    def _upload(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
+        form = _parse_multipart(raw, next((v for k, v in headers.items() if k.lower() == "content-type"), ""))
+        if "file" not in form:
+            raise _ApiError(400, "Missing required parameter: 'file'.", param="file")
+        purpose = form.get("purpose", (None, b""))[1].decode()
+        if not purpose:
+            raise _ApiError(400, "Missing required parameter: 'purpose'.", param="purpose")
+        filename, data = form["file"]
+        return _Answer(body=self._store_file(filename or "upload", purpose, data))
+
+    def _file_info(self, raw: bytes, headers: dict[str, str], fault: Fault | None, file_id: str) -> _Answer:
+        return _Answer(body=dict(self._file(file_id)[0]))
+
+    def _file_content(self, raw: bytes, headers: dict[str, str], fault: Fault | None, file_id: str) -> _Answer:
+        return _Answer(body=self._file(file_id)[1])
+
+    def _delete_file(self, raw: bytes, headers: dict[str, str], fault: Fault | None, file_id: str) -> _Answer:
+        with self._lock:
+            self._file(file_id)
+            del self._files[file_id]
+        return _Answer(body={"id": file_id, "object": "file", "deleted": True})
+
+    def _batch(self, batch_id: str) -> _Batch:
+        if batch_id not in self._batches:
+            raise _ApiError(404, f"No such Batch object: {batch_id}", param="id")
+        return self._batches[batch_id]
+
+    def _create_batch(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
+        body = _parse_json(raw)
+        if not isinstance(body, dict):
+            raise _ApiError(400, "The request body must be a JSON object.")
+        self._file(body.get("input_file_id") or "")
+        if body.get("endpoint") != "/v1/chat/completions":
+            raise _ApiError(400, "Only /v1/chat/completions batches are supported.", param="endpoint")
+        if body.get("completion_window") != "24h":
+            raise _ApiError(400, "completion_window must be '24h'.", param="completion_window")
+        now = int(time.time())
+        obj = {
+            "id": f"batch_{next(self._ids)}", "object": "batch", "endpoint": body["endpoint"], "errors": None,
+            "input_file_id": body["input_file_id"], "completion_window": "24h", "status": "validating",
+            "output_file_id": None, "error_file_id": None, "created_at": now, "in_progress_at": None,
+            "expires_at": now + 86400, "finalizing_at": None, "completed_at": None, "failed_at": None,
+            "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+            "request_counts": {"total": 0, "completed": 0, "failed": 0}, "metadata": body.get("metadata"),
+        }
+        with self._lock:
+            self._batches[obj["id"]] = _Batch(obj)
+            self._stats["batches_created"] += 1
+        if self.batch_polls_to_complete <= 0:
+            self._advance(obj["id"], poll=False)
+        with self._lock:
+            return _Answer(body=copy.deepcopy(self._batches[obj["id"]].obj))
+
+    def _retrieve_batch(self, raw: bytes, headers: dict[str, str], fault: Fault | None, batch_id: str) -> _Answer:
+        self._advance(batch_id, poll=True)
+        with self._lock:
+            return _Answer(body=copy.deepcopy(self._batch(batch_id).obj))
+
+    def _cancel_batch(self, raw: bytes, headers: dict[str, str], fault: Fault | None, batch_id: str) -> _Answer:
+        with self._lock:
+            obj = self._batch(batch_id).obj
+            if obj["status"] not in ("validating", "in_progress"):
+                raise _ApiError(400, f"Cannot cancel a batch with status '{obj['status']}'.")
+            obj.update(status="cancelling", cancelling_at=int(time.time()))
+            return _Answer(body=copy.deepcopy(obj))
+
+    def _advance(self, batch_id: str, poll: bool) -> None:
+        """Move a batch one step per poll: validating → in_progress → (after enough polls) completed."""
+        now = int(time.time())
+        with self._lock:
+            batch = self._batch(batch_id)
+            batch.polls += poll
+            obj = batch.obj
+            if obj["status"] == "cancelling":
+                obj.update(status="cancelled", cancelled_at=now)
+            if obj["status"] == "validating":
+                lines = self._file(obj["input_file_id"])[1].splitlines()
+                obj["request_counts"]["total"] = sum(1 for line in lines if line.strip())
+                obj.update(status="in_progress", in_progress_at=now)
+            if obj["status"] != "in_progress" or batch.polls < self.batch_polls_to_complete:
+                return
+            obj.update(status="finalizing", finalizing_at=now)  # concurrent polls see this while it runs
+            data = self._file(obj["input_file_id"])[1]
+        results = [self._batch_line(line, obj["endpoint"]) for line in data.splitlines() if line.strip()]
+        done, failed = [], []
+        for result in results:
+            ok = result["error"] is None and result["response"]["status_code"] == 200
+            (done if ok else failed).append(result)
+        output = self._store_file(f"{batch_id}_output.jsonl", "batch_output", _jsonl(done))
+        errors = self._store_file(f"{batch_id}_error.jsonl", "batch_output", _jsonl(failed)) if failed else None
+        with self._lock:
+            obj.update(status="completed", completed_at=int(time.time()), output_file_id=output["id"],
+                       error_file_id=errors and errors["id"],
+                       request_counts={"total": len(results), "completed": len(done), "failed": len(failed)})
+
+    def _batch_line(self, line: bytes, endpoint: str) -> dict[str, Any]:
+        """One input line through the chat logic (no faults, limits or latency), as an output-file line."""
+        result = {"id": f"batch_req_{next(self._ids)}", "custom_id": None, "response": None, "error": None}
+        try:
+            item = json.loads(line)
+        except ValueError:
+            return {**result, "error": {"code": "invalid_json_line", "message": "This line is not valid JSON."}}
+        if not isinstance(item, dict) or item.get("url") != endpoint or item.get("method", "POST") != "POST":
+            return {**result, "custom_id": item.get("custom_id") if isinstance(item, dict) else None,
+                    "error": {"code": "invalid_request", "message": f"Each line must be a POST to {endpoint}."}}
+        result["custom_id"] = item.get("custom_id")
+        request_id = f"req_{next(self._request_ids)}"
+        try:
+            body = item.get("body")
+            completion = self._complete(body, self._check_chat(body))
+        except _ApiError as err:
+            return {**result, "response": {"status_code": err.status, "request_id": request_id, "body": err.body()}}
+        self._bill(completion["usage"])
+        return {**result, "response": {"status_code": 200, "request_id": request_id, "body": completion}}
+
+    # -- control endpoints for a server in another process
+
+    def _control(self, method: str, path: str, raw: bytes) -> _Answer:
+        try:
+            if (method, path) == ("POST", "/_control/faults"):
+                faults = [Fault.from_dict(item) for item in _parse_json(raw)]
+                self.enqueue_faults(*faults)
+                return _Answer(body={"queued": len(faults)})
+            if (method, path) == ("POST", "/_control/replies"):
+                replies = [str(text) for text in _parse_json(raw)]
+                self.enqueue_replies(*replies)
+                return _Answer(body={"queued": len(replies)})
+            if (method, path) == ("GET", "/_control/stats"):
+                return _Answer(body={"stats": self.stats, "billed": self.billed})
+            if (method, path) == ("POST", "/_control/reset"):
+                self.reset()
+                return _Answer(body={"reset": True})
+            raise _ApiError(404, f"Invalid URL ({method} {path})")
+        except (TypeError, ValueError) as err:
+            return _ApiError(400, f"Bad control request: {err}").answer()
+        except _ApiError as err:
+            return err.answer()
+
+
+def _jsonl(items: list[dict]) -> bytes:
+    return b"".join(json.dumps(item).encode() + b"\n" for item in items)
+
+
+# ---- running as a process -----------------------------------------------------------------------------------
+
+
+def _context_window(text: str) -> tuple[str, int]:
+    model, _, tokens = text.rpartition("=")
+    return model, int(tokens)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve a fake OpenAI-compatible API until SIGTERM/SIGINT.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--drop-rate", type=float, default=0.0)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--rpm", type=float)
+    parser.add_argument("--tpm", type=float)
+    parser.add_argument("--api-key")
+    parser.add_argument("--no-stream-usage", action="store_true")
+    parser.add_argument("--no-json-schema", action="store_true")
+    parser.add_argument("--context-window", type=_context_window, action="append", default=[],
+                        metavar="MODEL=TOKENS")
+    parser.add_argument("--batch-polls-to-complete", type=int, default=2)
+    args = parser.parse_args(argv)
+    server = FakeOpenAIServer(
+        host=args.host, port=args.port, latency=args.latency, error_rate=args.error_rate,
+        drop_rate=args.drop_rate, seed=args.seed, rpm=args.rpm, tpm=args.tpm, api_key=args.api_key,
+        stream_usage=not args.no_stream_usage, supports_json_schema=not args.no_json_schema,
+        context_windows=dict(args.context_window), batch_polls_to_complete=args.batch_polls_to_complete,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with server:
+        print(server.url, flush=True)
+        while not stop.wait(0.5):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # make `aigc` importable from a checkout
+    sys.exit(main())
