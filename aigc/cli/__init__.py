@@ -1,0 +1,93 @@
+"""The ``aigc`` command. Errors become one line on stderr and an exit code:
+
+    0  done
+    1  the backend failed (after retries), or the output was invalid
+    2  bad input, template, configuration or usage
+    3  budget reached: nothing more was sent
+    130 interrupted
+
+``AIGC_DEBUG=1`` shows the traceback instead. (``aigc batch`` documents its own codes.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from ..errors import (
+    AigcError,
+    BackendError,
+    BudgetExceeded,
+    ConfigError,
+    InputError,
+    OutputInvalid,
+    TemplateError,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def exit_code(error: BaseException) -> int:
+    if isinstance(error, BudgetExceeded):
+        return EXIT_BUDGET
+    if isinstance(error, (ConfigError, InputError, TemplateError)):
+        return EXIT_USAGE
+    if isinstance(error, (BackendError, OutputInvalid)):
+        return EXIT_FAILED
+    return EXIT_FAILED
+
+
+class _Format(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"aigc: {record.getMessage()}"
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Format())
+    root = logging.getLogger("aigc")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if os.environ.get("AIGC_DEBUG") else logging.WARNING)
+    # Long one-time steps (model conversion) are worth telling a person about.
+    logging.getLogger("aigc.local").setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``aigc`` console script."""
+    from . import admin  # noqa: F401  (registers tokens, usage, doctor, batch)
+    from .app import app
+
+    _setup_logging()
+    debug = bool(os.environ.get("AIGC_DEBUG"))
+    try:
+        code = app(args=argv, prog_name="aigc", standalone_mode=False)
+    except typer.Exit as e:
+        code = e.exit_code
+    except typer.TyperException as e:  # usage errors: typer prints them with a hint
+        show = getattr(e, "show", None)
+        if show is not None:
+            show()
+        else:
+            print(f"aigc: error: {e.format_message()}", file=sys.stderr)
+        code = EXIT_USAGE if e.exit_code == 2 else e.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("aigc: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except AigcError as e:
+        if debug:
+            raise
+        print(f"aigc: error: {e}", file=sys.stderr)
+        code = exit_code(e)
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. `| head`); nothing more to say
+        code = EXIT_OK
+    except Exception as e:  # a bug: still one line, unless debugging
+        if debug:
+            raise
+        print(f"aigc: internal error: {type(e).__name__}: {e} (run with AIGC_DEBUG=1 for details)",
+              file=sys.stderr)
+        code = EXIT_FAILED
+    sys.exit(code if isinstance(code, int) else 0)

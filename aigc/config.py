@@ -1,0 +1,122 @@
+"""Settings, resolved in one place with one precedence.
+
+    explicit argument  >  config file  >  environment  >  default
+
+The config file is TOML at ``<user config dir>/aigc/config.toml`` (``aigc doctor`` prints the path), or the
+file named by ``AIGC_CONFIG``. Its keys are the field names of :class:`Settings`. The environment is read
+only here: ``AIGC_<FIELD>`` for every field, plus ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from .errors import ConfigError
+
+APP = "aigc"
+
+
+class Settings(BaseModel):
+    """Everything a client needs to know. Unset (None) fields fall back to the backend's defaults."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    backend: str | None = Field(None, description="openai, local, fake or a registered name; None picks openai "
+                                "when an API key or base URL is configured, else local")
+    model: str | None = Field(None, description="model name; None uses the backend's default")
+    api_key: SecretStr | None = None
+    base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://localhost:8000/v1")
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, gt=0, description="cap on output tokens per request")
+    timeout: float = Field(60.0, gt=0, description="seconds for one attempt")
+    deadline: float = Field(300.0, gt=0, description="seconds for a call, retries included")
+    max_attempts: int = Field(6, ge=1, description="attempts per request, the first included")
+    max_retry_after: float = Field(60.0, ge=0, description="longest Retry-After we agree to wait")
+    max_reasks: int = Field(2, ge=0, description="re-asks when structured output does not validate")
+    templates_dir: Path | None = None
+    models_file: Path | None = Field(None, description="TOML model table that extends/overrides the built-in one")
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir(APP)))
+    cache_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir(APP)))
+    ledger: bool = Field(True, description="record every request's usage in the SQLite ledger")
+    ledger_prompts: bool = Field(False, description="also store prompts in the ledger (opt-in)")
+    device: str | None = Field(None, description="local backend: auto, cpu, cuda, cuda:1, mps")
+    dtype: str | None = Field(None, description="local backend: auto, float32, float16, bfloat16")
+    budget_tokens: int | None = Field(None, gt=0, description="default per-run token cap")
+    budget_usd: float | None = Field(None, gt=0, description="default per-run money cap")
+
+    def __repr__(self) -> str:  # pydantic already masks SecretStr; keep it short too
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if v is not None)
+        return f"Settings({fields})"
+
+    @property
+    def key(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key else None
+
+    def resolved_backend(self) -> str:
+        if self.backend:
+            return self.backend
+        return "openai" if (self.api_key or self.base_url) else "local"
+
+
+_ENV_ALIASES = {"api_key": ("OPENAI_API_KEY",), "base_url": ("OPENAI_BASE_URL",)}
+
+
+def default_config_file(env: Mapping[str, str]) -> Path:
+    if env.get("AIGC_CONFIG"):
+        return Path(env["AIGC_CONFIG"]).expanduser()
+    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        value = env.get(f"AIGC_{name.upper()}")
+        if value is None:
+            value = next((env[a] for a in _ENV_ALIASES.get(name, ()) if env.get(a)), None)
+        if value not in (None, ""):
+            out[name] = value
+    return out
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}; see `aigc doctor` for the known ones")
+    return data
+
+
+def load_settings(
+    explicit: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Resolve settings: explicit > config file > environment > defaults.
+
+    ``env`` defaults to ``os.environ``; pass ``{}`` to ignore the environment entirely.
+    """
+    env = os.environ if env is None else env
+    path = config_file or default_config_file(env)
+    merged: dict[str, Any] = {}
+    merged.update(_from_env(env))
+    merged.update(_from_file(path))
+    merged.update({k: v for k, v in (explicit or {}).items() if v is not None})
+    try:
+        return Settings(**merged)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {err['msg']}") from None

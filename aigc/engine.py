@@ -1,0 +1,480 @@
+"""Sending requests honestly: context check, budget reservation, the retry layer, usage and cost, the ledger.
+
+Every request a task makes goes through :meth:`Engine.execute` (or its async/stream twins), so these rules
+hold for every task and backend alike:
+
+1. The prompt is counted and checked against the context window before anything is sent.
+2. The worst case (prompt + max output tokens, and its price) is reserved from the budget; a request that
+   could exceed the budget raises :class:`~aigc.errors.BudgetExceeded` and is never sent.
+3. The backend call runs under the single retry layer.
+4. The actual usage is charged and recorded in the ledger (no prompts unless opted in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backends.base import Backend
+from .config import Settings
+from .errors import AigcError, BackendError, ContextLengthExceeded
+from .flows import Flow, Outcome, Step
+from .retry import RetryPolicy, acall_with_retry, call_with_retry
+from .types import ChatRequest, Completion, Result, StreamDelta, Usage
+
+
+@dataclass
+class Sent:
+    """One executed request with its accounting."""
+
+    completion: Completion
+    attempts: int
+    cost_usd: float | None
+
+
+@dataclass
+class _Tally:
+    """Totals of one task across its requests."""
+
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = 0.0
+    attempts: int = 0
+    requests: int = 0
+    model: str = ""
+    response_format: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, sent: Sent) -> None:
+        c = sent.completion
+        self.usage = self.usage + (c.usage or Usage())
+        self.cost_usd = None if self.cost_usd is None or sent.cost_usd is None else self.cost_usd + sent.cost_usd
+        self.attempts += sent.attempts
+        self.requests += 1
+        self.model = c.model
+        self.response_format = c.response_format or self.response_format
+        if c.usage_estimated and not any("usage" in w for w in self.warnings):
+            self.warnings.append("the server reported no usage; tokens were counted locally")
+        if c.response_format in ("json_object", "prompt") and not any("json_schema" in w for w in self.warnings):
+            self.warnings.append(f"the server does not support json_schema output; used {c.response_format}")
+
+    def result(self, outcome: Outcome, task: str, backend: str, started: float) -> Result:
+        return Result(
+            text=outcome.text, task=task, model=self.model, backend=backend,
+            finish_reason=outcome.finish_reason, usage=self.usage, cost_usd=self.cost_usd,
+            latency_s=round(time.perf_counter() - started, 6), attempts=self.attempts,
+            requests=self.requests, reasks=outcome.reasks, parsed=outcome.parsed,
+            response_format=self.response_format, warnings=[*self.warnings, *outcome.warnings],
+        )
+
+
+class Engine:
+    """Executes requests for one client: owns the backend, retry policy, budget and ledger."""
+
+    def __init__(self, backend: Backend, settings: Settings, policy: RetryPolicy, *,
+                 budgets: list[Any] | None = None, ledger: Any = None, concurrency: int = 4) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.policy = policy
+        self.budgets = list(budgets or [])
+        self.ledger = ledger
+        self.concurrency = max(1, concurrency)
+        self.job: str | None = None  # batch job name, recorded in the ledger
+        self._table: Any = None
+
+    def with_budget(self, budget: Any) -> Engine:
+        """The same engine with one more budget to respect (e.g. a per-call or per-job cap)."""
+        clone = copy.copy(self)
+        clone.budgets = [*self.budgets, budget]
+        return clone
+
+    # -- accounting -------------------------------------------------------------------------------------
+    def model_info(self, model: str):
+        if self._table is None:
+            from .models import ModelTable
+
+            self._table = ModelTable.load(self.settings.models_file)
+        return self._table.lookup(model)
+
+    def price(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+        if getattr(self.backend, "free", False):
+            return 0.0
+        return self.model_info(model).estimate_cost(prompt_tokens, completion_tokens)
+
+    def output_cap(self, request: ChatRequest, prompt_tokens: int | None = None) -> int:
+        """The most output tokens this request may produce (its max_tokens, or what the model allows)."""
+        if prompt_tokens is None:
+            prompt_tokens = self.backend.count_tokens(request.messages, request.model)
+        room = self.backend.context_window(request.model) - prompt_tokens
+        cap = min(self.backend.max_output_tokens(request.model), room)
+        return cap if request.max_tokens is None else min(request.max_tokens, cap)
+
+    def check(self, request: ChatRequest) -> tuple[int, int]:
+        """Prompt tokens and output cap; raises ContextLengthExceeded (nothing sent) when it cannot fit."""
+        prompt = self.backend.count_tokens(request.messages, request.model)
+        window = self.backend.context_window(request.model)
+        wanted = request.max_tokens or 1
+        if prompt + wanted > window:
+            raise ContextLengthExceeded(
+                f"the prompt takes {prompt} tokens and the reply up to {wanted}, but {request.model} holds "
+                f"{window}; shorten the input or lower max_tokens (not sent)")
+        return prompt, self.output_cap(request, prompt)
+
+    def _reserve(self, request: ChatRequest, task: str) -> list[tuple[Any, Any]]:
+        """Reserve the worst case from every budget, or from none (BudgetExceeded, nothing sent)."""
+        prompt, cap = self.check(request)
+        if not self.budgets:
+            return []
+        price = self.price(request.model, prompt, cap)
+        held: list[tuple[Any, Any]] = []
+        try:
+            for budget in self.budgets:
+                held.append((budget, budget.reserve(prompt + cap, price)))
+        except BaseException:
+            self._release(held)
+            raise
+        return held
+
+    @staticmethod
+    def _release(held: list[tuple[Any, Any]]) -> None:
+        for budget, reservation in held:
+            budget.release(reservation)
+
+    def _settle(self, request: ChatRequest, task: str, reservation: Any, sent: Sent | None,
+                error: BaseException | None, latency: float, attempts: int) -> None:
+        if sent is not None:
+            usage = sent.completion.usage or Usage()
+            for budget, held in reservation:
+                budget.commit(held, usage.total_tokens, sent.cost_usd)
+        else:
+            self._release(reservation)
+        if self.ledger is not None:
+            from .ledger import LedgerEntry
+
+            usage = (sent.completion.usage if sent else None) or Usage()
+            self.ledger.record(LedgerEntry(
+                backend=self.backend.name, model=sent.completion.model if sent else request.model, task=task,
+                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                cost_usd=sent.cost_usd if sent else None, latency_s=latency,
+                status="ok" if error is None else type(error).__name__, attempts=attempts,
+                request_id=sent.completion.request_id if sent else getattr(error, "request_id", None),
+                job=self.job,
+                prompt="\n\n".join(f"{m.role}: {m.content}" for m in request.messages)
+                if self.ledger.store_prompts else None,
+                response=sent.completion.text if sent and self.ledger.store_prompts else None,
+            ))
+
+    def _sent(self, completion: Completion, attempts: int) -> Sent:
+        u = completion.usage or Usage()
+        return Sent(completion, attempts, self.price(completion.model, u.prompt_tokens, u.completion_tokens))
+
+    # -- one request ------------------------------------------------------------------------------------
+    def execute(self, request: ChatRequest, task: str) -> Sent:
+        reservation = self._reserve(request, task)
+        started = time.perf_counter()
+        try:
+            completion, attempts = call_with_retry(
+                lambda t: self.backend.generate(request.model_copy(update={"timeout": t})),
+                self.policy, request.timeout or self.settings.timeout)
+        except BaseException as e:
+            self._settle(request, task, reservation, None, e, time.perf_counter() - started,
+                         getattr(e, "attempts", 1))
+            raise
+        sent = self._sent(completion, attempts)
+        self._settle(request, task, reservation, sent, None, time.perf_counter() - started, attempts)
+        return sent
+
+    async def aexecute(self, request: ChatRequest, task: str) -> Sent:
+        reservation = self._reserve(request, task)
+        started = time.perf_counter()
+        try:
+            completion, attempts = await acall_with_retry(
+                lambda t: self.backend.agenerate(request.model_copy(update={"timeout": t})),
+                self.policy, request.timeout or self.settings.timeout)
+        except BaseException as e:
+            self._settle(request, task, reservation, None, e, time.perf_counter() - started,
+                         getattr(e, "attempts", 1))
+            raise
+        sent = self._sent(completion, attempts)
+        self._settle(request, task, reservation, sent, None, time.perf_counter() - started, attempts)
+        return sent
+
+    def stream(self, request: ChatRequest, task: str) -> Iterator[str | Sent]:
+        """Stream one request: text pieces, then the :class:`Sent`. Failures before the first piece are
+        retried; once text has reached the caller a failure surfaces instead of repeating it."""
+        reservation = self._reserve(request, task)
+        started = time.perf_counter()
+        attempts = 0
+        opened: list[Iterator[StreamDelta]] = []
+
+        def open_stream(timeout: float | None) -> StreamDelta | None:
+            nonlocal attempts
+            attempts += 1
+            it = iter(self.backend.stream(request.model_copy(update={"timeout": timeout})))
+            opened[:] = [it]
+            return next(it, None)
+
+        try:
+            first, _ = call_with_retry(open_stream, self.policy, request.timeout or self.settings.timeout)
+            completion = None
+            for delta in itertools.chain([first] if first else [], opened[0]):
+                if delta.completion is not None:
+                    completion = delta.completion
+                elif delta.text:
+                    yield delta.text
+            if completion is None:
+                raise BackendError("the stream ended without a final completion")
+        except BaseException as e:
+            self._settle(request, task, reservation, None, e, time.perf_counter() - started, attempts)
+            raise
+        sent = self._sent(completion, attempts)
+        self._settle(request, task, reservation, sent, None, time.perf_counter() - started, attempts)
+        yield sent
+
+    async def astream(self, request: ChatRequest, task: str) -> AsyncIterator[str | Sent]:
+        """Async twin of :meth:`stream`."""
+        reservation = self._reserve(request, task)
+        started = time.perf_counter()
+        attempts = 0
+        opened: list[AsyncIterator[StreamDelta]] = []
+
+        async def open_stream(timeout: float | None) -> StreamDelta | None:
+            nonlocal attempts
+            attempts += 1
+            it = aiter(self.backend.astream(request.model_copy(update={"timeout": timeout})))
+            opened[:] = [it]
+            return await anext(it, None)
+
+        try:
+            first, _ = await acall_with_retry(open_stream, self.policy, request.timeout or self.settings.timeout)
+            completion = None
+            pending = [first] if first else []
+            while True:
+                delta = pending.pop() if pending else await anext(opened[0], None)
+                if delta is None:
+                    break
+                if delta.completion is not None:
+                    completion = delta.completion
+                elif delta.text:
+                    yield delta.text
+            if completion is None:
+                raise BackendError("the stream ended without a final completion")
+        except BaseException as e:
+            self._settle(request, task, reservation, None, e, time.perf_counter() - started, attempts)
+            raise
+        sent = self._sent(completion, attempts)
+        self._settle(request, task, reservation, sent, None, time.perf_counter() - started, attempts)
+        yield sent
+
+    # -- many requests ----------------------------------------------------------------------------------
+    def execute_many(self, requests: list[ChatRequest], task: str, *, return_exceptions: bool = False) -> list:
+        if not requests:
+            return []
+        if len(requests) == 1:
+            try:
+                return [self.execute(requests[0], task)]
+            except AigcError as e:
+                if return_exceptions:
+                    return [e]
+                raise
+        if getattr(self.backend, "prefers_batches", False):
+            return self._execute_batch(requests, task, return_exceptions)
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as pool:
+            futures = [pool.submit(self.execute, r, task) for r in requests]
+            out = []
+            for f in futures:
+                try:
+                    out.append(f.result())
+                except AigcError as e:
+                    if not return_exceptions:
+                        for other in futures:
+                            other.cancel()
+                        raise
+                    out.append(e)
+            return out
+
+    def _execute_batch(self, requests: list[ChatRequest], task: str, return_exceptions: bool) -> list:
+        """Backends that generate many prompts at once (local models): one batched call, no retries."""
+        reservations, ready, out = [], [], [None] * len(requests)
+        for i, r in enumerate(requests):
+            try:
+                reservations.append((i, self._reserve(r, task)))
+                ready.append(i)
+            except AigcError as e:
+                if not return_exceptions:
+                    for _, held in reservations:
+                        self._release(held)
+                    raise
+                out[i] = e
+        started = time.perf_counter()
+        try:
+            completions = self.backend.generate_batch([requests[i] for i in ready])
+        except BaseException as e:
+            for i, res in reservations:
+                self._settle(requests[i], task, res, None, e, time.perf_counter() - started, 1)
+            raise
+        latency = (time.perf_counter() - started) / max(1, len(ready))
+        for (i, res), completion in zip(reservations, completions, strict=True):
+            out[i] = self._sent(completion, 1)
+            self._settle(requests[i], task, res, out[i], None, latency, 1)
+        return out
+
+    async def aexecute_many(self, requests: list[ChatRequest], task: str, *,
+                            return_exceptions: bool = False) -> list:
+        if not requests:
+            return []
+        if getattr(self.backend, "prefers_batches", False) and len(requests) > 1:
+            return await asyncio.to_thread(self._execute_batch, requests, task, return_exceptions)
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(r: ChatRequest) -> Sent:
+            async with gate:
+                return await self.aexecute(r, task)
+
+        results = await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException) and (not return_exceptions or not isinstance(r, AigcError)):
+                raise r
+        return results
+
+    # -- drivers ----------------------------------------------------------------------------------------
+    def run(self, flow: Flow, task: str) -> Result:
+        started, tally = time.perf_counter(), _Tally()
+        try:
+            step = next(flow)
+            while True:
+                sents = self.execute_many(step.requests, task)
+                for s in sents:
+                    tally.add(s)
+                step = flow.send([s.completion for s in sents])
+        except StopIteration as stop:
+            return tally.result(stop.value, task, self.backend.name, started)
+
+    async def arun(self, flow: Flow, task: str) -> Result:
+        started, tally = time.perf_counter(), _Tally()
+        try:
+            step = next(flow)
+            while True:
+                sents = await self.aexecute_many(step.requests, task)
+                for s in sents:
+                    tally.add(s)
+                step = flow.send([s.completion for s in sents])
+        except StopIteration as stop:
+            return tally.result(stop.value, task, self.backend.name, started)
+
+    def run_stream(self, flow: Flow, task: str) -> Iterator[str | Result]:
+        """Like :meth:`run`, yielding the final request's text as it arrives, then the Result."""
+        started, tally = time.perf_counter(), _Tally()
+        try:
+            step: Step = next(flow)
+            while True:
+                if step.emit:
+                    yield step.emit
+                if step.streamable and len(step.requests) == 1:
+                    sents = []
+                    trim = _Trim() if step.strip else None
+                    for piece in self.stream(step.requests[0], task):
+                        if isinstance(piece, Sent):
+                            sents.append(piece)
+                        elif text := (trim.feed(piece) if trim else piece):
+                            yield text
+                    if step.trailer:
+                        yield step.trailer
+                else:
+                    sents = self.execute_many(step.requests, task)
+                for s in sents:
+                    tally.add(s)
+                step = flow.send([s.completion for s in sents])
+        except StopIteration as stop:
+            yield tally.result(stop.value, task, self.backend.name, started)
+
+    async def arun_stream(self, flow: Flow, task: str) -> AsyncIterator[str | Result]:
+        started, tally = time.perf_counter(), _Tally()
+        try:
+            step: Step = next(flow)
+            while True:
+                if step.emit:
+                    yield step.emit
+                if step.streamable and len(step.requests) == 1:
+                    sents = []
+                    trim = _Trim() if step.strip else None
+                    async for piece in self.astream(step.requests[0], task):
+                        if isinstance(piece, Sent):
+                            sents.append(piece)
+                        elif text := (trim.feed(piece) if trim else piece):
+                            yield text
+                    if step.trailer:
+                        yield step.trailer
+                else:
+                    sents = await self.aexecute_many(step.requests, task)
+                for s in sents:
+                    tally.add(s)
+                step = flow.send([s.completion for s in sents])
+        except StopIteration as stop:
+            yield tally.result(stop.value, task, self.backend.name, started)
+
+
+    def run_many(self, flows: list[Flow], task: str, *, return_exceptions: bool = False) -> list:
+        """Run many flows in lockstep so each round's requests go out together (batched or concurrent)."""
+        started = time.perf_counter()
+        tallies = [_Tally() for _ in flows]
+        steps: dict[int, Step] = {}
+        done: dict[int, Any] = {}
+        for i, flow in enumerate(flows):
+            self._advance(i, flow, None, steps, done, tallies, task, started, return_exceptions)
+        while steps:
+            order = list(steps)
+            requests = [(i, r) for i in order for r in steps[i].requests]
+            outcomes = self.execute_many([r for _, r in requests], task, return_exceptions=True)
+            by_flow: dict[int, list] = {i: [] for i in order}
+            for (i, _), out in zip(requests, outcomes, strict=True):
+                by_flow[i].append(out)
+            for i in order:
+                del steps[i]
+                failed = next((o for o in by_flow[i] if isinstance(o, BaseException)), None)
+                if failed is not None:
+                    if not return_exceptions:
+                        raise failed
+                    done[i] = failed
+                    continue
+                for s in by_flow[i]:
+                    tallies[i].add(s)
+                self._advance(i, flows[i], [s.completion for s in by_flow[i]], steps, done, tallies, task,
+                              started, return_exceptions)
+        return [done[i] for i in range(len(flows))]
+
+    def _advance(self, i, flow, completions, steps, done, tallies, task, started, return_exceptions) -> None:
+        try:
+            steps[i] = next(flow) if completions is None else flow.send(completions)
+        except StopIteration as stop:
+            done[i] = tallies[i].result(stop.value, task, self.backend.name, started)
+        except AigcError as e:
+            if not return_exceptions:
+                raise
+            done[i] = e
+
+
+
+class _Trim:
+    """Streams text without its leading and trailing whitespace (trailing runs are held back until
+    more text follows), matching what the flow's own assembly keeps."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.held = ""
+
+    def feed(self, piece: str) -> str:
+        if not self.started:
+            piece = piece.lstrip()
+            self.started = bool(piece)
+        body = piece.rstrip()
+        if not body:
+            self.held += piece
+            return ""
+        out, self.held = self.held + body, piece[len(body):]
+        return out

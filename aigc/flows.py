@@ -1,0 +1,108 @@
+"""Task logic as generators that yield requests and receive completions (no I/O here).
+
+A flow yields :class:`Step` objects; the driver (sync or async, see :mod:`aigc.engine`) executes each step's
+requests, concurrently where it can, and sends back the completions in order. The flow returns an
+:class:`Outcome`. Writing each task once this way keeps sync, async, streaming and batch behaviour equal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import OutputInvalid
+from .types import ChatRequest, Completion, Message
+
+
+@dataclass
+class Step:
+    requests: list[ChatRequest]
+    # True for a single request whose text goes to the caller as is: the driver may stream it.
+    streamable: bool = False
+    # When streaming: text to pass to the caller before / after this step's streamed text, and whether
+    # to strip the streamed text's surrounding whitespace (the flow's own assembly strips it too).
+    emit: str = ""
+    strip: bool = False
+    trailer: str = ""
+
+
+@dataclass
+class Outcome:
+    text: str
+    finish_reason: str | None
+    parsed: Any = None
+    reasks: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+Flow = Generator[Step, list[Completion], Outcome]
+
+
+def single(request: ChatRequest) -> Flow:
+    """One request; its text is the answer."""
+    [completion] = yield Step([request], streamable=True)
+    return Outcome(completion.text, completion.finish_reason)
+
+
+# -- structured output ------------------------------------------------------------------------------
+
+def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema in the form strict structured output accepts."""
+
+    def fix(node: Any) -> Any:
+        if isinstance(node, dict):
+            node = {k: fix(v) for k, v in node.items() if k not in ("title", "default")}
+            if node.get("type") == "object" and "properties" in node:
+                node["additionalProperties"] = False
+                node["required"] = list(node["properties"])
+            return node
+        if isinstance(node, list):
+            return [fix(v) for v in node]
+        return node
+
+    return {"name": re.sub(r"[^A-Za-z0-9_-]", "_", model.__name__)[:64],
+            "schema": fix(model.model_json_schema()), "strict": True}
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+
+
+def extract_json(text: str) -> str:
+    """The JSON in a reply, tolerating code fences and chatter around one object."""
+    fenced = _FENCE.search(text)
+    if fenced:
+        text = fenced.group(1)
+    start, end = text.find("{"), text.rfind("}")
+    return text[start:end + 1] if 0 <= start < end else text.strip()
+
+
+def structured(request: ChatRequest, schema: type[BaseModel], max_reasks: int) -> Flow:
+    """Ask for JSON matching ``schema``; re-ask with the validation errors, at most ``max_reasks`` times."""
+    request = request.model_copy(update={"json_schema": strict_json_schema(schema)})
+    reasks = 0
+    while True:
+        [completion] = yield Step([request])
+        try:
+            parsed = schema.model_validate_json(extract_json(completion.text))
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'value'}: {err['msg']}"
+                                 for err in e.errors()[:8])
+            if reasks >= max_reasks:
+                raise OutputInvalid(
+                    f"the model's output did not match {schema.__name__} after {reasks} re-ask(s): {problems}",
+                    text=completion.text, errors=problems) from None
+            reasks += 1
+            request = request.model_copy(update={"messages": [
+                *request.messages,
+                Message(role="assistant", content=completion.text),
+                Message(role="user", content=f"That reply is not valid: {problems}. Reply again with only "
+                                             f"the corrected JSON object."),
+            ]})
+            continue
+        text = json.dumps(parsed.model_dump(mode="json"), ensure_ascii=False)
+        return Outcome(text, completion.finish_reason, parsed=parsed, reasks=reasks)

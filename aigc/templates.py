@@ -1,0 +1,205 @@
+"""Jinja2 prompt templates: built-ins shipped with aigc, overridden or extended from a user directory.
+
+A template is a ``NAME.j2`` file: TOML front matter between ``+++`` lines (description, defaults such as
+``temperature`` and ``max_tokens``, and default variables under ``[vars]``), then a Jinja body with a
+``system`` block and a ``user`` block, one chat message each::
+
+    +++
+    description = "Summarize a text"
+    temperature = 0.3
+    [vars]
+    length = "3 sentences"
+    +++
+    {% block system %}You are a careful editor.{% endblock %}
+    {% block user %}Summarize in {{ length }}:
+
+    {{ text }}{% endblock %}
+
+Rendering is sandboxed with ``StrictUndefined``: a missing variable is an error naming it, and attribute
+tricks such as ``''.__class__`` are refused. Input text is always passed as a variable, never compiled as
+template source. A file in the user directory with a built-in's name replaces it; templates may
+``{% extends "summarize.j2" %}``, which resolves user-first.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jinja2 import BaseLoader, StrictUndefined, TemplateNotFound, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .errors import TemplateError, TemplateVariableMissing
+from .types import Message
+
+SUFFIX = ".j2"
+_FRONT = re.compile(r"\A\+\+\+[ \t]*\n(.*?)\n\+\+\+[ \t]*\n?", re.S)
+_UNDEFINED = re.compile(r"'([A-Za-z_][A-Za-z0-9_]*)' is undefined")
+
+
+def builtin_dir() -> Path:
+    """Built-in templates: inside the installed wheel, or the repository's top-level folder."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "_templates"
+    return packaged if packaged.is_dir() else here.parent / "templates"
+
+
+def split_front_matter(source: str, name: str) -> tuple[dict[str, Any], str]:
+    match = _FRONT.match(source)
+    if not match:
+        return {}, source
+    try:
+        meta = tomllib.loads(match.group(1))
+    except tomllib.TOMLDecodeError as e:
+        raise TemplateError(f"template {name!r}: front matter is not valid TOML: {e}", template=name) from None
+    return meta, source[match.end():]
+
+
+@dataclass(frozen=True)
+class Template:
+    """A loaded template: its metadata and a renderer producing chat messages."""
+
+    name: str
+    path: Path
+    origin: str  # "builtin" or "user"
+    meta: dict[str, Any] = field(default_factory=dict)
+    _library: TemplateLibrary | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def description(self) -> str:
+        return str(self.meta.get("description", ""))
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Generation defaults (temperature, max_tokens, ...) declared in the front matter."""
+        return {k: v for k, v in self.meta.items() if k not in ("description", "vars")}
+
+    @property
+    def default_vars(self) -> dict[str, Any]:
+        return dict(self.meta.get("vars", {}))
+
+    def render(self, **variables: Any) -> list[Message]:
+        """The system and user messages for these variables."""
+        assert self._library is not None
+        return self._library.render(self, variables)
+
+
+class _Loader(BaseLoader):
+    def __init__(self, library: TemplateLibrary) -> None:
+        self.library = library
+
+    def get_source(self, environment, template):
+        path = self.library.find(template.removesuffix(SUFFIX))
+        if path is None:
+            raise TemplateNotFound(template)
+        _, body = split_front_matter(path.read_text(encoding="utf-8"), template)
+        mtime = path.stat().st_mtime
+        return body, str(path), lambda: path.stat().st_mtime == mtime
+
+
+class TemplateLibrary:
+    """Finds templates in the user directory first, then among the built-ins."""
+
+    def __init__(self, user_dir: Path | None = None) -> None:
+        self.user_dir = Path(user_dir).expanduser() if user_dir else None
+        self.builtin_dir = builtin_dir()
+        self.env = ImmutableSandboxedEnvironment(
+            loader=_Loader(self), undefined=StrictUndefined, autoescape=False,
+            keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True,
+        )
+
+    def _dirs(self) -> list[tuple[str, Path]]:
+        dirs = [("builtin", self.builtin_dir)]
+        if self.user_dir is not None:
+            dirs.insert(0, ("user", self.user_dir))
+        return dirs
+
+    def find(self, name: str) -> Path | None:
+        for _, folder in self._dirs():
+            path = folder / f"{name}{SUFFIX}"
+            if path.is_file():
+                return path
+        return None
+
+    def names(self) -> list[Template]:
+        """Every available template, user ones shadowing built-ins of the same name."""
+        seen: dict[str, Template] = {}
+        for origin, folder in reversed(self._dirs()):
+            if folder.is_dir():
+                for path in sorted(folder.glob(f"*{SUFFIX}")):
+                    seen[path.stem] = self._load(path.stem, path, origin)
+        return [seen[k] for k in sorted(seen)]
+
+    def get(self, name: str) -> Template:
+        for origin, folder in self._dirs():
+            path = folder / f"{name.removesuffix(SUFFIX)}{SUFFIX}"
+            if path.is_file():
+                return self._load(name.removesuffix(SUFFIX), path, origin)
+        known = ", ".join(t.name for t in self.names()) or "none"
+        raise TemplateError(f"no template named {name!r}; available: {known}", template=name)
+
+    def source(self, name: str) -> str:
+        return self.get(name).path.read_text(encoding="utf-8")
+
+    def _load(self, name: str, path: Path, origin: str) -> Template:
+        meta, body = split_front_matter(path.read_text(encoding="utf-8"), name)
+        parent = self._extends(body)
+        if parent and parent.removesuffix(SUFFIX) != name:  # inherit the parent's defaults and variables
+            base = self.get(parent.removesuffix(SUFFIX)).meta
+            meta = {**base, **meta, "vars": {**base.get("vars", {}), **meta.get("vars", {})}}
+        return Template(name=name, path=path, origin=origin, meta=meta, _library=self)
+
+    def _extends(self, body: str) -> str | None:
+        try:
+            node = next(iter(self.env.parse(body).find_all(nodes.Extends)), None)
+        except TemplateSyntaxError:
+            return None  # reported with its line number when rendered
+        if node is None or not isinstance(node.template, nodes.Const):
+            return None
+        return str(node.template.value)
+
+    def _parents(self, name: str, depth: int = 0) -> list[Any]:
+        """Compiled templates this one extends, nearest first."""
+        source, _, _ = self.env.loader.get_source(self.env, name)
+        parent = self._extends(source)
+        if parent is None or depth > 8:
+            return []
+        return [self.env.get_template(parent), *self._parents(parent, depth + 1)]
+
+    def render(self, template: Template, variables: dict[str, Any]) -> list[Message]:
+        values = {**template.default_vars, **{k: v for k, v in variables.items() if v is not None}}
+        try:
+            compiled = self.env.get_template(template.name + SUFFIX)
+            context = compiled.new_context(values)
+            for parent in self._parents(template.name + SUFFIX):
+                for name, block in parent.blocks.items():  # what {% extends %} does, so super() works
+                    context.blocks.setdefault(name, []).append(block)
+            messages = []
+            for role in ("system", "user"):
+                chain = context.blocks.get(role)
+                if chain:
+                    text = "".join(chain[0](context)).strip()
+                    if text:
+                        messages.append(Message(role=role, content=text))
+        except UndefinedError as e:
+            missing = _UNDEFINED.search(str(e))
+            if missing:
+                raise TemplateVariableMissing(template.name, missing.group(1)) from None
+            raise TemplateError(f"template {template.name!r}: {e}", template=template.name) from None
+        except SecurityError as e:
+            raise TemplateError(f"template {template.name!r} tried something the sandbox forbids ({e}); "
+                                "refused", template=template.name) from None
+        except TemplateSyntaxError as e:
+            raise TemplateError(f"template {template.name!r} line {e.lineno}: {e.message}",
+                                template=template.name) from None
+        except TemplateNotFound as e:
+            raise TemplateError(f"template {template.name!r} refers to missing template {e.name!r}",
+                                template=template.name) from None
+        if not any(m.role == "user" for m in messages):
+            raise TemplateError(f"template {template.name!r} has no {{% block user %}}; add one",
+                                template=template.name)
+        return messages

@@ -1,0 +1,26 @@
+"""Shared fixtures: every test runs offline in its own user dirs with a clean environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# Converted local models are kept across tests (and runs): converting the GGUF takes ~20 s.
+MODEL_CACHE = Path(os.environ.get("AIGC_TEST_MODEL_CACHE", REPO / ".cache" / "test-models"))
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch, tmp_path):
+    """No real keys, config or user dirs leak in; each test gets fresh ones."""
+    for name in list(os.environ):
+        if name.startswith(("AIGC_", "OPENAI_")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AIGC_CONFIG", str(tmp_path / "config" / "config.toml"))
+    monkeypatch.setenv("AIGC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("AIGC_CACHE_DIR", str(MODEL_CACHE))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    yield tmp_path
