@@ -23,7 +23,7 @@ from typing import Any
 
 from .backends.base import Backend
 from .config import Settings
-from .errors import AigcError, BackendError, ContextLengthExceeded
+from .errors import AigcError, BackendError, ContextLengthExceeded, RateLimited
 from .flows import Flow, Outcome, Step
 from .retry import RetryPolicy, acall_with_retry, call_with_retry
 from .types import ChatRequest, Completion, Result, StreamDelta, Usage
@@ -36,6 +36,7 @@ class Sent:
     completion: Completion
     attempts: int
     cost_usd: float | None
+    cached: bool = False  # answered from the response cache: nothing was sent or spent
 
 
 @dataclass
@@ -52,6 +53,12 @@ class _Tally:
 
     def add(self, sent: Sent) -> None:
         c = sent.completion
+        if sent.cached:
+            self.model = c.model
+            self.requests += 1
+            if "served from the response cache" not in self.warnings:
+                self.warnings.append("served from the response cache")
+            return
         self.usage = self.usage + (c.usage or Usage())
         self.cost_usd = None if self.cost_usd is None or sent.cost_usd is None else self.cost_usd + sent.cost_usd
         self.attempts += sent.attempts
@@ -85,6 +92,10 @@ class Engine:
         self.ledger = ledger
         self.concurrency = max(1, concurrency)
         self.job: str | None = None  # batch job name, recorded in the ledger
+        self.cache: Any = None  # a ResponseCache to reuse identical answers (batch jobs)
+        # A shared limiter for requests and tokens per minute: ``await gate.acquire(tokens)`` before each
+        # attempt and ``gate.penalize(retry_after)`` after a 429, so concurrent workers cool down together.
+        self.gate: Any = None
         self._table: Any = None
 
     def with_budget(self, budget: Any) -> Engine:
@@ -125,11 +136,12 @@ class Engine:
                 f"{window}; shorten the input or lower max_tokens (not sent)")
         return prompt, self.output_cap(request, prompt)
 
-    def _reserve(self, request: ChatRequest, task: str) -> list[tuple[Any, Any]]:
-        """Reserve the worst case from every budget, or from none (BudgetExceeded, nothing sent)."""
+    def _reserve(self, request: ChatRequest, task: str) -> tuple[list[tuple[Any, Any]], int]:
+        """Reserve the worst case from every budget, or from none (BudgetExceeded, nothing sent).
+        Returns the reservations and the worst-case token count."""
         prompt, cap = self.check(request)
         if not self.budgets:
-            return []
+            return [], prompt + cap
         price = self.price(request.model, prompt, cap)
         held: list[tuple[Any, Any]] = []
         try:
@@ -138,7 +150,7 @@ class Engine:
         except BaseException:
             self._release(held)
             raise
-        return held
+        return held, prompt + cap
 
     @staticmethod
     def _release(held: list[tuple[Any, Any]]) -> None:
@@ -174,8 +186,24 @@ class Engine:
         return Sent(completion, attempts, self.price(completion.model, u.prompt_tokens, u.completion_tokens))
 
     # -- one request ------------------------------------------------------------------------------------
+    def _cache_key(self, request: ChatRequest) -> dict[str, Any]:
+        return {"backend": self.backend.name, "base_url": self.settings.base_url,
+                **request.model_dump(exclude={"timeout"}, exclude_none=True)}
+
+    def _cached(self, request: ChatRequest) -> Sent | None:
+        if self.cache is None:
+            return None
+        hit = self.cache.get(self._cache_key(request))
+        return Sent(Completion.model_validate(hit), 0, 0.0, cached=True) if hit else None
+
+    def _store(self, request: ChatRequest, sent: Sent) -> None:
+        if self.cache is not None and sent.completion.finish_reason != "length":
+            self.cache.put(self._cache_key(request), sent.completion.model_dump(mode="json"))
+
     def execute(self, request: ChatRequest, task: str) -> Sent:
-        reservation = self._reserve(request, task)
+        if (hit := self._cached(request)) is not None:
+            return hit
+        reservation, _ = self._reserve(request, task)
         started = time.perf_counter()
         try:
             completion, attempts = call_with_retry(
@@ -187,27 +215,41 @@ class Engine:
             raise
         sent = self._sent(completion, attempts)
         self._settle(request, task, reservation, sent, None, time.perf_counter() - started, attempts)
+        self._store(request, sent)
         return sent
 
     async def aexecute(self, request: ChatRequest, task: str) -> Sent:
-        reservation = self._reserve(request, task)
+        if (hit := self._cached(request)) is not None:
+            return hit
+        reservation, tokens = self._reserve(request, task)
         started = time.perf_counter()
+
+        async def attempt(timeout: float | None) -> Completion:
+            if self.gate is not None:
+                await self.gate.acquire(tokens)
+            try:
+                return await self.backend.agenerate(request.model_copy(update={"timeout": timeout}))
+            except RateLimited as e:
+                if self.gate is not None:
+                    self.gate.penalize(e.retry_after)
+                raise
+
         try:
-            completion, attempts = await acall_with_retry(
-                lambda t: self.backend.agenerate(request.model_copy(update={"timeout": t})),
-                self.policy, request.timeout or self.settings.timeout)
+            completion, attempts = await acall_with_retry(attempt, self.policy,
+                                                          request.timeout or self.settings.timeout)
         except BaseException as e:
             self._settle(request, task, reservation, None, e, time.perf_counter() - started,
                          getattr(e, "attempts", 1))
             raise
         sent = self._sent(completion, attempts)
         self._settle(request, task, reservation, sent, None, time.perf_counter() - started, attempts)
+        self._store(request, sent)
         return sent
 
     def stream(self, request: ChatRequest, task: str) -> Iterator[str | Sent]:
         """Stream one request: text pieces, then the :class:`Sent`. Failures before the first piece are
         retried; once text has reached the caller a failure surfaces instead of repeating it."""
-        reservation = self._reserve(request, task)
+        reservation, _ = self._reserve(request, task)
         started = time.perf_counter()
         attempts = 0
         opened: list[Iterator[StreamDelta]] = []
@@ -238,7 +280,7 @@ class Engine:
 
     async def astream(self, request: ChatRequest, task: str) -> AsyncIterator[str | Sent]:
         """Async twin of :meth:`stream`."""
-        reservation = self._reserve(request, task)
+        reservation, _ = self._reserve(request, task)
         started = time.perf_counter()
         attempts = 0
         opened: list[AsyncIterator[StreamDelta]] = []
@@ -303,7 +345,7 @@ class Engine:
         reservations, ready, out = [], [], [None] * len(requests)
         for i, r in enumerate(requests):
             try:
-                reservations.append((i, self._reserve(r, task)))
+                reservations.append((i, self._reserve(r, task)[0]))
                 ready.append(i)
             except AigcError as e:
                 if not return_exceptions:
