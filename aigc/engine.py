@@ -172,7 +172,9 @@ class Engine:
             self.ledger.record(LedgerEntry(
                 backend=self.backend.name, model=sent.completion.model if sent else request.model, task=task,
                 prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                cost_usd=sent.cost_usd if sent else None, latency_s=latency,
+                # An error answer is not billed; a timeout or dropped connection may have been.
+                cost_usd=sent.cost_usd if sent else (0.0 if getattr(error, "status_code", None) else None),
+                latency_s=latency,
                 status="ok" if error is None else type(error).__name__, attempts=attempts,
                 request_id=sent.completion.request_id if sent else getattr(error, "request_id", None),
                 job=self.job,

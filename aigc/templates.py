@@ -67,6 +67,7 @@ class Template:
     path: Path
     origin: str  # "builtin" or "user"
     meta: dict[str, Any] = field(default_factory=dict)
+    parents: tuple[str, ...] = ()  # templates it extends, nearest first
     _library: TemplateLibrary | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -107,6 +108,7 @@ class TemplateLibrary:
     def __init__(self, user_dir: Path | None = None) -> None:
         self.user_dir = Path(user_dir).expanduser() if user_dir else None
         self.builtin_dir = builtin_dir()
+        self._loaded: dict[tuple[Path, int, int], Template] = {}
         self.env = ImmutableSandboxedEnvironment(
             loader=_Loader(self), undefined=StrictUndefined, autoescape=False,
             keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True,
@@ -146,12 +148,21 @@ class TemplateLibrary:
         return self.get(name).path.read_text(encoding="utf-8")
 
     def _load(self, name: str, path: Path, origin: str) -> Template:
+        stat = path.stat()
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        cached = self._loaded.get(key)
+        if cached is not None:
+            return cached
         meta, body = split_front_matter(path.read_text(encoding="utf-8"), name)
         parent = self._extends(body)
+        parents: tuple[str, ...] = ()
         if parent and parent.removesuffix(SUFFIX) != name:  # inherit the parent's defaults and variables
-            base = self.get(parent.removesuffix(SUFFIX)).meta
-            meta = {**base, **meta, "vars": {**base.get("vars", {}), **meta.get("vars", {})}}
-        return Template(name=name, path=path, origin=origin, meta=meta, _library=self)
+            base = self.get(parent.removesuffix(SUFFIX))
+            meta = {**base.meta, **meta, "vars": {**base.meta.get("vars", {}), **meta.get("vars", {})}}
+            parents = (parent, *base.parents)
+        template = Template(name=name, path=path, origin=origin, meta=meta, parents=parents, _library=self)
+        self._loaded[key] = template
+        return template
 
     def _extends(self, body: str) -> str | None:
         try:
@@ -162,20 +173,12 @@ class TemplateLibrary:
             return None
         return str(node.template.value)
 
-    def _parents(self, name: str, depth: int = 0) -> list[Any]:
-        """Compiled templates this one extends, nearest first."""
-        source, _, _ = self.env.loader.get_source(self.env, name)
-        parent = self._extends(source)
-        if parent is None or depth > 8:
-            return []
-        return [self.env.get_template(parent), *self._parents(parent, depth + 1)]
-
     def render(self, template: Template, variables: dict[str, Any]) -> list[Message]:
         values = {**template.default_vars, **{k: v for k, v in variables.items() if v is not None}}
         try:
             compiled = self.env.get_template(template.name + SUFFIX)
             context = compiled.new_context(values)
-            for parent in self._parents(template.name + SUFFIX):
+            for parent in map(self.env.get_template, template.parents):
                 for name, block in parent.blocks.items():  # what {% extends %} does, so super() works
                     context.blocks.setdefault(name, []).append(block)
             messages = []

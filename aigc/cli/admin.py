@@ -37,3 +37,41 @@ def tokens(
     for name, e in estimates.items():
         cost = "unknown" if e.max_cost_usd is None else f"${e.max_cost_usd:.4f}"
         typer.echo(f"{name:<10} {e.requests:>8} {e.prompt_tokens:>10} {e.max_output_tokens:>11} {cost:>12}")
+
+
+@app.command()
+def usage(
+    since: Annotated[str | None, typer.Option(help='How far back: "7d", "24h", "30m" or a date.')] = None,
+    by: Annotated[str | None, typer.Option(help="Group by model, task, day, backend or job.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Report tokens and money spent, from the local usage ledger."""
+    from ..config import load_settings
+    from ..ledger import Ledger, parse_since
+
+    settings = load_settings()
+    start = parse_since(since) if since else None
+    path = settings.data_dir / "ledger.db"
+    if not path.exists():
+        rows = []
+    else:
+        with Ledger(path) as ledger:
+            rows = ledger.report(start, by)  # type: ignore[arg-type]
+    rows = [r for r in rows if r.requests]
+    if as_json:
+        typer.echo(json.dumps([{"key": r.key, "requests": r.requests, "prompt_tokens": r.prompt_tokens,
+                                "completion_tokens": r.completion_tokens, "total_tokens": r.total_tokens,
+                                "cost_usd": round(r.cost_usd, 6), "cost_complete": r.cost_complete,
+                                "failures": r.failures} for r in rows], indent=2))
+        return
+    if not rows:
+        typer.echo("no requests recorded" + (f" since {since}" if since else ""))
+        return
+    label = by or "all"
+    typer.echo(f"{label:<22} {'requests':>8} {'failed':>6} {'prompt':>10} {'completion':>10} {'cost (USD)':>12}")
+    for r in rows:
+        cost = f"{r.cost_usd:.4f}" + ("" if r.cost_complete else "+")
+        typer.echo(f"{str(r.key or 'total'):<22} {r.requests:>8} {r.failures:>6} {r.prompt_tokens:>10} "
+                   f"{r.completion_tokens:>10} {cost:>12}")
+    if any(not r.cost_complete for r in rows):
+        typer.echo("+ some requests had no known price (or failed without an answer): the cost is a lower bound")
