@@ -57,6 +57,9 @@ class Planner:
         self.model = opts.get("model") or client.model
         self.window = self.backend.context_window(self.model)
         self.stream = bool(opts.get("stream"))
+        # The tokenizer itself when the backend offers it (fast), else a counting function.
+        text_counter = getattr(self.backend, "text_counter", None)
+        self.counter = text_counter(self.model) if text_counter else self.count
 
     # -- sizes ------------------------------------------------------------------------------------------
     def count(self, text: str) -> int:
@@ -88,12 +91,12 @@ class Planner:
         room = self.room("text", reply, template, parts=99, part=99)
         if room < 64:
             raise_context(self.window, reply)
-        return chunking.split(text, room, counter=self.count), room
+        return chunking.split(text, room, counter=self.counter), room
 
     def _condense(self, task: str, input_var: str, text: str) -> Flow:
         """Map-reduce: summarize parts, merge summaries until the final request fits, then finish."""
         final_reply = self.reply_cap(self.request())
-        map_reply = min(self.reply_cap(self.request("summarize")), 600)
+        map_reply = min(self.reply_cap(self.request("summarize", text="")), 600)
         parts, room = self._parts(text, map_reply)
         map_reply = min(map_reply, max(64, room // 3))  # a merge round must shrink the notes
         focus = None if task == "summarize" else "facts, names, numbers, dates and quotes"
@@ -132,7 +135,7 @@ class Planner:
         size = min((self.window - empty - MARGIN - 64) // 3, (max_out - 64) // 2, 1500)
         if size < 32:
             raise_context(self.window, 64)
-        groups = chunking.group_blocks(chunking.markdown_blocks(text), size, self.count)
+        groups = chunking.group_blocks(chunking.markdown_blocks(text), size, self.counter)
         pieces: list[tuple[str, ChatRequest | None, str, str]] = []
         for group in groups:
             body = "".join(b.text for b in group)
@@ -174,8 +177,8 @@ class Planner:
         room = self.room("context", reply)
         if room < 64:
             raise_context(self.window, reply)
-        passages = chunking.split(context, min(PASSAGE_TOKENS, room), counter=self.count)
-        keep = chunking.select_relevant(passages, question, room - 8 * len(passages), self.count)
+        passages = chunking.split(context, min(PASSAGE_TOKENS, room), counter=self.counter)
+        keep = chunking.select_relevant(passages, question, room - 8 * len(passages), self.counter)
         chosen = "\n\n[...]\n\n".join(passages[i] for i in keep)
         [done] = yield Step([self.request(context=chosen)], streamable=True)
         note = (f"the context was too long; used the {len(keep)} of {len(passages)} passages "
@@ -214,7 +217,7 @@ class Planner:
         return [(self.prompt_tokens(r), min(max_out, r.max_tokens or max_out)) for r in step.requests]
 
     def _estimate_condense(self, text: str) -> list[tuple[int, int]]:
-        map_reply = min(self.reply_cap(self.request("summarize")), 600)
+        map_reply = min(self.reply_cap(self.request("summarize", text="")), 600)
         parts, room = self._parts(text, map_reply)
         map_reply = min(map_reply, max(64, room // 3))
         calls = [(self.count(p) + (self.window - room - map_reply - MARGIN), map_reply) for p in parts]

@@ -101,6 +101,9 @@ class FakeBackend(BaseBackend):
     def count_text(self, text: str, model: str) -> int:
         return len(self._enc.encode_ordinary(text))
 
+    def text_counter(self, model: str):
+        return self._enc
+
     def context_window(self, model: str) -> int:
         return self._context_window
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import openai
 
 from .. import errors
-from ..tokens import count_messages, count_text
+from ..tokens import count_messages, count_text, encoding_for
 from ..types import ChatRequest, Completion, Message, StreamDelta, Usage
 from .base import BaseBackend
 
@@ -322,10 +322,14 @@ class OpenAIBackend(BaseBackend):
         return self._tables.lookup(model)
 
     def count_tokens(self, messages: list[Message], model: str) -> int:
-        return count_messages(messages, model)
+        return count_messages(messages, self._model_info(model))
 
     def count_text(self, text: str, model: str) -> int:
-        return count_text(text, model)
+        return count_text(text, self._model_info(model))
+
+    def text_counter(self, model: str):
+        """The tiktoken encoding, for splitting long documents fast."""
+        return encoding_for(self._model_info(model))
 
     def context_window(self, model: str) -> int:
         return self._model_info(model).context_window
