@@ -96,7 +96,8 @@ class Budget:
                         f"this request could use up to {tokens:,} tokens but only {max(left, 0):,} of the "
                         f"{self.max_tokens:,}-token cap are left ({self._spent_tokens:,} spent, "
                         f"{self._reserved_tokens():,} held by requests in flight); nothing was sent. "
-                        "Raise the cap with --max-tokens, or shorten the input or the output limit",
+                        "Raise the token budget (--max-total-tokens, or Budget(max_tokens=...)), or "
+                        "shorten the input or lower --max-tokens",
                         needed_tokens=tokens,
                         needed_usd=cost_usd,
                     )
@@ -105,7 +106,7 @@ class Budget:
                     raise BudgetExceeded(
                         f"the price of this model is unknown, so the {_usd(self.max_cost_usd)} cap could "
                         "not be guaranteed; nothing was sent. Add the model's price to the models file, "
-                        "or drop --max-cost and cap tokens with --max-tokens instead",
+                        "or drop --max-cost and cap tokens with --max-total-tokens instead",
                         needed_tokens=tokens,
                         needed_usd=None,
                     )
