@@ -75,3 +75,45 @@ def usage(
                    f"{r.completion_tokens:>10} {cost:>12}")
     if any(not r.cost_complete for r in rows):
         typer.echo("+ some requests had no known price (or failed without an answer): the cost is a lower bound")
+
+
+def _size(n: int | None) -> str:
+    return "?" if n is None else f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+@app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """Check this machine and configuration: Python, torch, CUDA, GPUs, keys (never shown), backends."""
+    from ..config import load_settings
+    from ..doctor import diagnose
+
+    report = diagnose(load_settings())
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    hw = report.hardware
+    lines = [
+        f"aigc {hw.aigc_version} on Python {hw.python_version} ({hw.platform})",
+        f"config file   {report.config_file}" + ("" if report.config_file_exists else " (none yet)"),
+        f"data dir      {report.data_dir}",
+        f"API key       {'configured' if report.api_key_configured else 'not configured'}"
+        + (f"; base URL {report.base_url}" if report.base_url else ""),
+        f"local extra   {'installed' if hw.local_extra_installed else 'missing: ' + (hw.install_hint or '')}",
+        f"torch         {hw.torch_version or '-'} ({hw.torch_build or '-'}); CUDA "
+        f"{'available' if hw.cuda_available else 'not available'}",
+    ]
+    lines += [f"GPU {g.index}         {g.name}, {_size(g.memory_total_bytes)}" for g in hw.gpus]
+    lines.append(f"memory        {_size(hw.ram_available_bytes)} free of {_size(hw.ram_total_bytes)}, "
+                 f"{hw.cpu_count} CPUs")
+    m = hw.model
+    fits = {True: "fits", False: "may not fit", None: "fit unknown"}[m.fits]
+    lines.append(f"local model   {m.name}: {m.parameters or '?'} parameters, needs ~{_size(m.memory_needed_bytes)}"
+                 f" on {hw.device or '?'} ({fits})" + ("; converted cache ready" if m.converted else ""))
+    lines.append("backends")
+    for b in report.backends:
+        mark = "ok " if b.usable else "-- "
+        default = " (default)" if b.name == report.default_backend else ""
+        lines.append(f"  {mark}{b.name:<7} {b.default_model:<24} {b.note}{default}")
+    for problem in report.problems:
+        lines.append(f"problem: {problem}")
+    typer.echo("\n".join(lines))

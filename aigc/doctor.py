@@ -1,0 +1,58 @@
+"""What ``aigc doctor`` reports: the machine, the stack, the configuration and which backends work now."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, Field
+
+from .config import Settings, default_config_file
+from .hardware import HardwareReport, probe
+
+
+class BackendStatus(BaseModel):
+    name: str
+    usable: bool
+    default_model: str
+    note: str = ""
+
+
+class DoctorReport(BaseModel):
+    config_file: str
+    config_file_exists: bool
+    data_dir: str
+    cache_dir: str
+    api_key_configured: bool = Field(description="whether a key is set; never the key itself")
+    base_url: str | None
+    default_backend: str
+    backends: list[BackendStatus]
+    hardware: HardwareReport
+    problems: list[str] = Field(default_factory=list)
+
+
+def diagnose(settings: Settings) -> DoctorReport:
+    """Look, without sending a request or loading a model."""
+    hardware = probe(settings)
+    config_file = default_config_file(os.environ)
+    key = settings.api_key is not None
+    hosted = key or settings.base_url is not None
+    backends = [
+        BackendStatus(
+            name="openai", usable=hosted, default_model=settings.model if settings.resolved_backend() == "openai"
+            and settings.model else "gpt-4o-mini",
+            note=(f"OpenAI-compatible server at {settings.base_url}" if settings.base_url else "the OpenAI API")
+            if hosted else "no API key: set OPENAI_API_KEY or api_key in the config file"),
+        BackendStatus(
+            name="local", usable=hardware.local_extra_installed and not hardware.model.error,
+            default_model=hardware.model.name,
+            note=hardware.install_hint or hardware.model.error
+            or f"{hardware.device or 'cpu'}, {hardware.dtype or 'float32'}"
+            + ("" if hardware.model.fits is not False else "; the model may not fit in memory")),
+        BackendStatus(name="fake", usable=True, default_model="fake-model", note="scripted replies for tests"),
+    ]
+    return DoctorReport(
+        config_file=str(config_file), config_file_exists=config_file.is_file(),
+        data_dir=str(settings.data_dir), cache_dir=str(settings.cache_dir),
+        api_key_configured=key, base_url=settings.base_url, default_backend=settings.resolved_backend(),
+        backends=backends, hardware=hardware, problems=list(hardware.problems),
+    )
