@@ -11,10 +11,10 @@ and concurrency, against a freshly reset server:
 - aigc: a job file with rpm/tpm limits, run by the batch runner (journal, outputs, cache off).
 - baseline: ``asyncio.gather`` over a semaphore with the raw ``openai`` SDK and its own retries.
 
-The ideal time is the largest of N/rpm, tokens/tpm and N*latency/concurrency; efficiency is the ideal
-time of the items actually done over the wall time (ideal / wall when every item is done). The server
-counts 429s, requests re-sent before the Retry-After they were given, and duplicated requests (the same
-body answered twice).
+The ideal time is the largest of N/rpm, tokens/tpm and N*latency/concurrency; efficiency is ideal / wall
+time, for a contender that finished every item (one that lost items did not do the job: no figure). The
+server counts 429s, requests re-sent before the Retry-After they were given, and duplicated requests (the
+same body answered twice).
 
 The default output cap (44 tokens) makes each request 124 tokens, so both limits allow 20 requests a
 second and the ideal is reachable. With 128-token requests only 19 fit in a 2,500-token second, and no
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 figures = run()
                 stats = server_stats(url)
                 figures.update(
-                    efficiency=ideal * figures["done"] / args.items / figures["wall_s"],
+                    efficiency=ideal / figures["wall_s"] if figures["failed"] == 0 else None,
                     requests=stats["requests"], rate_limited=stats["rate_limited"],
                     resent_early=stats["resent_early"],
                     duplicates=stats["duplicates"], server_errors=sum(
@@ -233,10 +233,12 @@ def main(argv: list[str] | None = None) -> int:
              f"{'early':>7}{'dupes':>7}{'5xx':>5}{'drops':>6}"
     print(header)
     for name, r in results.items():
-        print(f"{name:<10}{r['wall_s']:>8.1f}{r['efficiency']:>11.2f}{r['done']:>6}{r['failed']:>7}"
+        efficiency = "-" if r["efficiency"] is None else f"{r['efficiency']:.2f}"
+        print(f"{name:<10}{r['wall_s']:>8.1f}{efficiency:>11}{r['done']:>6}{r['failed']:>7}"
               f"{r['requests']:>9}{r['rate_limited']:>6}{r['resent_early']:>7}{r['duplicates']:>7}"
               f"{r['server_errors']:>5}{r['dropped']:>6}")
-    print("early: requests re-sent before their Retry-After; dupes: the same request answered twice")
+    print("early: requests re-sent before their Retry-After; dupes: the same request answered twice; "
+          "efficiency: ideal / wall, for a run that did every item")
     return 0
 
 
