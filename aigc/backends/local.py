@@ -67,6 +67,8 @@ class LocalBackend(BaseBackend):
 
     name = "local"
     default_model = DEFAULT_MODEL
+    prefers_batches = True  # many prompts go through generate_batch together (Client.map, batch jobs)
+    free = True  # no per-token price: the compute is yours
 
     def __init__(self, settings: Settings, *, batch_size: int | None = None) -> None:
         self.settings = settings
