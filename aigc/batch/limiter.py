@@ -36,7 +36,7 @@ _TICKET: ContextVar[tuple[Any, list[tuple[Window, tuple[float, float]]]] | None]
 
 # Margin for the time between our clock and the server's: a request admitted here at t reaches the
 # server's books a few milliseconds later, and those delays vary.
-GUARD_S = 0.01
+GUARD_S = 0.02
 # Pacing runs a little faster than the windows allow, so in steady state the windows decide (a place
 # given back by a failed attempt is reused at once) and pacing only spreads requests out.
 PACE = 0.8
