@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -83,3 +84,17 @@ def test_the_cli_runs_on_the_local_backend(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert '"backend": "local"' in proc.stdout
+
+
+async def test_concurrent_async_calls_are_generated_in_batches():
+    texts = ["The harbour reopened.", "A storm is expected tonight.", "Tickets go on sale Friday.",
+             "The mayor visited the new school."]
+    client = aigc.AsyncClient(backend="local", temperature=0, max_tokens=24)
+    try:
+        together = await asyncio.gather(*(client.summarize(t) for t in texts))
+        one_by_one = [await client.summarize(t) for t in texts]
+        sizes = client.backend.batcher.batch_sizes
+    finally:
+        await client.aclose()
+    assert max(sizes) > 1  # the gathered calls shared a batch
+    assert [r.text for r in together] == [r.text for r in one_by_one]

@@ -23,6 +23,7 @@ from ..errors import BackendError, ContextLengthExceeded
 from ..types import ChatRequest, Completion, Message, StreamDelta, Usage
 from . import local_models
 from .base import BaseBackend
+from .batcher import MicroBatcher
 from .local_models import DEFAULT_MODEL, LoadedModel
 
 if TYPE_CHECKING:
@@ -77,6 +78,8 @@ class LocalBackend(BaseBackend):
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()  # one generation at a time on the model
         self._tok_lock = threading.Lock()
+        # Concurrent async callers (batch jobs, gather) are generated together in batches.
+        self.batcher = MicroBatcher(self.generate_batch, self.generate)
 
     # --- loading ---------------------------------------------------------------------------------------------
 
@@ -97,7 +100,11 @@ class LocalBackend(BaseBackend):
             log.debug("loaded %s on %s (%s)", name, device, dtype)
             return self._loaded
 
+    async def agenerate(self, request: ChatRequest) -> Completion:
+        return await self.batcher.submit(request)
+
     def close(self) -> None:
+        self.batcher.close()
         with self._load_lock, self._run_lock:
             on_cuda = self._loaded is not None and self._loaded.device.startswith("cuda")
             self._loaded = None
