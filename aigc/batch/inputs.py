@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..textio import decode_text
 from .job import Job
 
 __all__ = ["Item", "KeyMaker", "scan"]
@@ -53,7 +54,7 @@ class Item:
         data = _read(self.source, self.id)
         if hashlib.sha256(data).hexdigest() != self.digest:
             raise _Changed(f"{self.id} changed during the run; it will be done as a new item next run")
-        values[job.input_var] = _decode(data, self.id)
+        values[job.input_var] = decode_text(data, self.id)
         return values
 
 
@@ -68,19 +69,6 @@ def _read(path: Path, name: str) -> bytes:
         raise _Changed(f"{name} was removed during the run") from None
     except OSError as e:
         raise InputError(f"{name}: cannot read it ({e.strerror})") from None
-
-
-def _decode(data: bytes, name: str) -> str:
-    """UTF-8 text, or an InputError saying why not (binary, not UTF-8, empty); nothing is guessed."""
-    if b"\x00" in data[:8192]:
-        raise InputError(f"{name} looks like a binary file, not text")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{name} is not UTF-8 text (byte {e.start}); convert it, e.g. iconv -t utf-8") from None
-    if not text.strip():
-        raise InputError(f"{name} is empty")
-    return text
 
 
 class KeyMaker:
@@ -130,7 +118,7 @@ def _scan_files(job: Job, keys: KeyMaker) -> list[Item]:
         item.digest = hashlib.sha256(data).hexdigest()
         if item.error is None:
             try:
-                _decode(data, rel)
+                decode_text(data, rel)
             except InputError as e:
                 item.error = str(e)
         item.key = keys.key({"file_sha256": item.digest})

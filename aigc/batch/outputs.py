@@ -13,45 +13,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+
+from ..textio import TMP_PREFIX, write_atomic
 
 __all__ = ["write_file", "remove_leftovers", "JsonlOutput"]
 
 log = logging.getLogger("aigc.batch")
 
-TMP_PREFIX = ".aigc-"
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_file(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` whole or not at all (creating its folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    write_atomic(path, text, make_dirs=True)
 
 
 def remove_leftovers(folder: Path) -> int:

@@ -1,26 +1,14 @@
-"""Reading inputs and writing outputs for the CLI: strict text decoding, atomic files."""
+"""Reading the CLI's inputs: a file, or standard input for '-'."""
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from ..errors import InputError
+from ..textio import decode_text, write_atomic
 
-
-def decode_text(data: bytes, name: str) -> str:
-    """UTF-8 text or a clear InputError: binary and undecodable inputs are refused, not guessed at."""
-    if b"\x00" in data[:8192]:
-        raise InputError(f"{name} looks like a binary file, not text")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{name} is not UTF-8 text (byte {e.start}); convert it, e.g. iconv -t utf-8") from None
-    if not text.strip():
-        raise InputError(f"{name} is empty")
-    return text
+__all__ = ["read_input", "decode_text", "write_atomic"]
 
 
 def read_input(source: str | None) -> str:
@@ -38,21 +26,3 @@ def read_input(source: str | None) -> str:
         return decode_text(path.read_bytes(), source)
     except PermissionError:
         raise InputError(f"{source}: permission denied") from None
-
-
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write the whole file or nothing: a temporary file in the same folder, fsynced, then renamed."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
