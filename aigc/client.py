@@ -164,8 +164,10 @@ class _ClientBase:
         return single(request)
 
     def _fits(self, request: ChatRequest) -> bool:
-        prompt = self.backend.count_tokens(request.messages, request.model)
         reply = request.max_tokens or min(1024, self.backend.max_output_tokens(request.model))
+        if self.engine.surely_fits(request, reply):
+            return True
+        prompt = self.backend.count_tokens(request.messages, request.model)
         return prompt + reply <= self.backend.context_window(request.model)
 
     def _engine(self, opts: dict[str, Any]) -> Engine:

@@ -136,9 +136,17 @@ class Engine:
                 f"{window}; shorten the input or lower max_tokens (not sent)")
         return prompt, self.output_cap(request, prompt)
 
+    def surely_fits(self, request: ChatRequest, reply: int) -> bool:
+        """True when the prompt plus ``reply`` tokens certainly fit, without counting: a token is at least
+        one byte, and a margin covers chat-template tokens such as a default system prompt."""
+        upper = sum(len(m.content.encode()) + 16 for m in request.messages) + 256
+        return upper + reply <= self.backend.context_window(request.model)
+
     def _reserve(self, request: ChatRequest, task: str) -> tuple[list[tuple[Any, Any]], int]:
         """Reserve the worst case from every budget, or from none (BudgetExceeded, nothing sent).
-        Returns the reservations and the worst-case token count."""
+        Returns the reservations and the worst-case token count (0 when nothing needed counting)."""
+        if not self.budgets and self.gate is None and self.surely_fits(request, request.max_tokens or 1):
+            return [], 0
         prompt, cap = self.check(request)
         if not self.budgets:
             return [], prompt + cap

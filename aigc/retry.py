@@ -94,11 +94,27 @@ class _Attempts:
 def call_with_retry(
     fn: Callable[[float | None], T], policy: RetryPolicy, timeout: float | None = None
 ) -> tuple[T, int]:
-    """Run ``fn(attempt_timeout)`` under the policy; return its result and the number of attempts made."""
+    """Run ``fn(attempt_timeout)`` under the policy; return its result and the number of attempts made.
+
+    The first attempt runs bare (most calls succeed, and building the retry machinery costs more than a
+    fast local call); if it fails transiently, tenacity takes over with that failure as its first attempt.
+    """
     attempts = _Attempts(policy)
-    retrying = Retrying(sleep=policy.sleep, **attempts.kwargs())
     try:
-        result = retrying(lambda: fn(attempts.attempt_timeout(timeout)))
+        return fn(attempts.attempt_timeout(timeout)), 1
+    except TransientError as e:
+        replay: list[BaseException] = [e]
+    except Exception as e:
+        e.attempts = 1  # type: ignore[attr-defined]
+        raise
+
+    def attempt() -> T:
+        if replay:
+            raise replay.pop()
+        return fn(attempts.attempt_timeout(timeout))
+
+    try:
+        result = Retrying(sleep=policy.sleep, **attempts.kwargs())(attempt)
     except Exception as e:
         e.attempts = attempts.count  # type: ignore[attr-defined]
         raise
@@ -110,13 +126,21 @@ async def acall_with_retry(
 ) -> tuple[T, int]:
     """Async twin of :func:`call_with_retry`."""
     attempts = _Attempts(policy)
-    retrying = AsyncRetrying(sleep=policy.async_sleep, **attempts.kwargs())
+    try:
+        return await fn(attempts.attempt_timeout(timeout)), 1
+    except TransientError as e:
+        replay: list[BaseException] = [e]
+    except Exception as e:
+        e.attempts = 1  # type: ignore[attr-defined]
+        raise
 
     async def attempt() -> T:
+        if replay:
+            raise replay.pop()
         return await fn(attempts.attempt_timeout(timeout))
 
     try:
-        result = await retrying(attempt)
+        result = await AsyncRetrying(sleep=policy.async_sleep, **attempts.kwargs())(attempt)
     except Exception as e:
         e.attempts = attempts.count  # type: ignore[attr-defined]
         raise

@@ -24,6 +24,7 @@ template source. A file in the user directory with a built-in's name replaces it
 from __future__ import annotations
 
 import re
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from .errors import TemplateError, TemplateVariableMissing
 from .types import Message
 
 SUFFIX = ".j2"
+RECHECK_S = 1.0
 _FRONT = re.compile(r"\A\+\+\+[ \t]*\n(.*?)\n\+\+\+[ \t]*\n?", re.S)
 _UNDEFINED = re.compile(r"'([A-Za-z_][A-Za-z0-9_]*)' is undefined")
 
@@ -109,6 +111,7 @@ class TemplateLibrary:
         self.user_dir = Path(user_dir).expanduser() if user_dir else None
         self.builtin_dir = builtin_dir()
         self._loaded: dict[tuple[Path, int, int], Template] = {}
+        self._recent: dict[str, tuple[float, Template]] = {}
         self.env = ImmutableSandboxedEnvironment(
             loader=_Loader(self), undefined=StrictUndefined, autoescape=False,
             keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True,
@@ -137,10 +140,18 @@ class TemplateLibrary:
         return [seen[k] for k in sorted(seen)]
 
     def get(self, name: str) -> Template:
+        # Looked up again at most once a second, so edits to template files are picked up while a
+        # long-running process stays cheap per call.
+        hit = self._recent.get(name)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < RECHECK_S:
+            return hit[1]
         for origin, folder in self._dirs():
             path = folder / f"{name.removesuffix(SUFFIX)}{SUFFIX}"
             if path.is_file():
-                return self._load(name.removesuffix(SUFFIX), path, origin)
+                template = self._load(name.removesuffix(SUFFIX), path, origin)
+                self._recent[name] = (now, template)
+                return template
         known = ", ".join(t.name for t in self.names()) or "none"
         raise TemplateError(f"no template named {name!r}; available: {known}", template=name)
 
