@@ -261,7 +261,8 @@ class LocalBackend(BaseBackend):
     def generate_batch(self, requests: list[ChatRequest]) -> list[Completion]:
         """Generate many requests, batching those that share a model and generation settings.
 
-        Within a group, prompts are sorted by length so a batch carries little padding. Greedy results equal
+        Within a group, prompts keep the caller's order: a batch runs until its longest reply ends, so
+        grouping by prompt length (less padding) measured slower than it saved. Greedy results equal
         one-by-one results; a sampled request with a seed runs alone so its seed keeps meaning the same thing.
         """
         results: list[Completion | None] = [None] * len(requests)
@@ -276,7 +277,6 @@ class LocalBackend(BaseBackend):
             for i in indices:
                 groups.setdefault(jobs[i].key(), []).append(i)
             for members in groups.values():
-                members.sort(key=lambda i: len(jobs[i].ids))
                 for start in range(0, len(members), cap):
                     chunk = members[start : start + cap]
                     outputs = self._run(lm, [jobs[i] for i in chunk])
