@@ -94,7 +94,7 @@ def _utc(moment: datetime) -> datetime:
 
 def _stamp(moment: datetime) -> str:
     # Fixed width, so text order is time order and the first 10 characters are the UTC day.
-    return _utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _utc(moment).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"  # as strftime's %f, faster
 
 
 @dataclass(frozen=True, slots=True)

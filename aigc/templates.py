@@ -115,6 +115,7 @@ class TemplateLibrary:
         self.env = ImmutableSandboxedEnvironment(
             loader=_Loader(self), undefined=StrictUndefined, autoescape=False,
             keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True,
+            auto_reload=False,  # freshness is checked in get() (at most once a second), not on every render
         )
 
     def _dirs(self) -> list[tuple[str, Path]]:
@@ -164,6 +165,8 @@ class TemplateLibrary:
         cached = self._loaded.get(key)
         if cached is not None:
             return cached
+        if any(t.path == path for t in self._loaded.values()):
+            self.env.cache.clear()  # a template file changed: compile again from the new source
         meta, body = split_front_matter(path.read_text(encoding="utf-8"), name)
         parent = self._extends(body)
         parents: tuple[str, ...] = ()

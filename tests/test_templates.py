@@ -111,3 +111,18 @@ def test_templates_dir_comes_from_the_environment(tmp_path, monkeypatch):
     with aigc.Client(backend=fake) as client:
         client.generate("hello", name="Ada")
     assert fake.history[-1].messages[-1].content == "Hello Ada"
+
+
+def test_edited_templates_are_picked_up(tmp_path, monkeypatch):
+    import os
+
+    import aigc.templates
+
+    monkeypatch.setattr(aigc.templates, "RECHECK_S", 0.0)
+    path = tmp_path / "greet.j2"
+    path.write_text("{% block user %}Hello {{ name }}{% endblock %}")
+    library = TemplateLibrary(tmp_path)
+    assert library.get("greet").render(name="Ada")[0].content == "Hello Ada"
+    path.write_text("{% block user %}Goodbye {{ name }}{% endblock %}")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert library.get("greet").render(name="Ada")[0].content == "Goodbye Ada"
