@@ -10,7 +10,7 @@ import aigc
 from aigc.budget import Budget
 from aigc.cli import main
 from aigc.ledger import Ledger
-from tests.openai_server import Fault, FakeOpenAIServer
+from tests.openai_server import FakeOpenAIServer, Fault
 
 KEY = "sk-test-SECRET-accounting1234"
 SECRET_PROMPT = "Zanzibar-umbrella-4471 is a phrase only this prompt contains."
@@ -45,7 +45,7 @@ def test_the_ledger_matches_what_the_server_billed(server, isolated_env):
         with pytest.raises(aigc.BadRequest):
             client.answer("Why?")
         client.translate("Bonjour tout le monde", to="English")
-        client.write_news("Facts: the bridge is open.", stream=True).result
+        assert client.write_news("Facts: the bridge is open.", stream=True).result.text
     with Ledger(isolated_env / "data" / "ledger.db") as ledger:
         total = ledger.totals()
         by_task = {r.key: r for r in ledger.report(by="task")}

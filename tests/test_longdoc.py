@@ -12,8 +12,7 @@ from tests.openai_server import FakeOpenAIServer
 
 KEY = "sk-test-longdoc"
 WINDOW = 4096
-WORDS = ("river bridge council harbour festival library museum tram market school budget winter summer "
-         "station garden tower square bakery ferry island").split()
+WORDS = ["river", "bridge", "council", "harbour", "festival", "library", "museum", "tram", "market", "school", "budget", "winter", "summer", "station", "garden", "tower", "square", "bakery", "ferry", "island"]
 
 
 def page(n: int) -> str:
