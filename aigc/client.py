@@ -128,7 +128,9 @@ class _ClientBase:
         return self.settings.model or self.backend.default_model
 
     # -- planning: from a task call to a flow ---------------------------------------------------------
-    def _request(self, template_name: str, variables: dict[str, Any], opts: dict[str, Any]) -> ChatRequest:
+    def build_request(self, template_name: str, variables: dict[str, Any], opts: dict[str, Any]) -> ChatRequest:
+        """The request a template renders to, with model and generation settings resolved (explicit option >
+        client settings > the template's defaults)."""
         template = self.templates.get(template_name)
         defaults = template.defaults
 
@@ -147,14 +149,16 @@ class _ClientBase:
             timeout=opts.get("timeout"),
         )
 
-    def _flow(self, task: str, template_name: str, variables: dict[str, Any], opts: dict[str, Any],
-              long_input: str | None) -> Flow:
+    def flow(self, task: str, template_name: str, variables: dict[str, Any], opts: dict[str, Any],
+             long_input: str | None) -> Flow:
+        """The flow for one task call (see :mod:`aigc.flows`), for drivers such as batch jobs. The arguments
+        are what a :data:`TASK_SPECS` entry returns."""
         unknown = set(opts) - set(_OPTIONS)
         if unknown:
             raise TypeError(f"unexpected option {sorted(unknown)[0]!r}")
         if long_input is not None and not str(variables.get(long_input) or "").strip():
             raise InputError(f"the {long_input} to {task} is empty")
-        request = self._request(template_name, variables, opts)
+        request = self.build_request(template_name, variables, opts)
         schema: type[BaseModel] | None = opts.get("schema")
         if long_input is not None and not self._fits(request):
             plan = longdoc.Planner(self, template_name, variables, opts)
@@ -183,8 +187,8 @@ class _ClientBase:
 
     def plan(self, task: str, *args: Any, **kwargs: Any) -> longdoc.Estimate:
         """What a task call would send, without sending anything (for --dry-run)."""
-        template_name, variables, long_input, opts = _TASKS[task](*args, **kwargs)
-        request = self._request(template_name, variables, opts)
+        template_name, variables, long_input, opts = TASK_SPECS[task](*args, **kwargs)
+        request = self.build_request(template_name, variables, opts)
         return longdoc.Planner(self, template_name, variables, opts).estimate(task, request, long_input)
 
 
@@ -214,7 +218,8 @@ def _generate(template: str, variables: dict[str, Any] | None = None, **kwargs: 
     return template, {**(variables or {}), **kwargs}, None, opts
 
 
-_TASKS = {"summarize": _summarize, "translate": _translate, "answer": _answer,
+# How each task call maps to (template, variables, the variable that may be long, options).
+TASK_SPECS = {"summarize": _summarize, "translate": _translate, "answer": _answer,
           "news": _write_news, "generate": _generate}
 
 
@@ -225,7 +230,7 @@ class Client(_ClientBase):
 
     def _run(self, task: str, spec: tuple) -> Result | TextStream:
         template_name, variables, long_input, opts = spec
-        flow = self._flow(task, template_name, variables, opts, long_input)
+        flow = self.flow(task, template_name, variables, opts, long_input)
         engine = self._engine(opts)
         if opts.get("stream"):
             return TextStream(engine.run_stream(flow, task))
@@ -256,8 +261,8 @@ class Client(_ClientBase):
         flows = []
         for item in items:
             args, extra = ((item,), {}) if not isinstance(item, dict) else ((), item)
-            template_name, variables, long_input, opts = _TASKS[task](*args, **{**kw, **extra})
-            flows.append(self._flow(task, template_name, variables, opts, long_input))
+            template_name, variables, long_input, opts = TASK_SPECS[task](*args, **{**kw, **extra})
+            flows.append(self.flow(task, template_name, variables, opts, long_input))
         return self.engine.run_many(flows, task, return_exceptions=return_exceptions)
 
     def close(self) -> None:
@@ -277,7 +282,7 @@ class AsyncClient(_ClientBase):
 
     async def _run(self, task: str, spec: tuple) -> Result | AsyncTextStream:
         template_name, variables, long_input, opts = spec
-        flow = self._flow(task, template_name, variables, opts, long_input)
+        flow = self.flow(task, template_name, variables, opts, long_input)
         engine = self._engine(opts)
         if opts.get("stream"):
             return AsyncTextStream(engine.arun_stream(flow, task))

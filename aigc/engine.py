@@ -200,18 +200,20 @@ class Engine:
         return {"backend": self.backend.name, "base_url": self.settings.base_url,
                 **request.model_dump(exclude={"timeout"}, exclude_none=True)}
 
-    def _cached(self, request: ChatRequest) -> Sent | None:
+    def cached(self, request: ChatRequest) -> Sent | None:
+        """The response cache's answer to this exact request, if caching is on and it has one."""
         if self.cache is None:
             return None
         hit = self.cache.get(self._cache_key(request))
         return Sent(Completion.model_validate(hit), 0, 0.0, cached=True) if hit else None
 
-    def _store(self, request: ChatRequest, sent: Sent) -> None:
+    def remember(self, request: ChatRequest, sent: Sent) -> None:
+        """Keep a complete answer in the response cache (cut-off answers are not worth reusing)."""
         if self.cache is not None and sent.completion.finish_reason != "length":
             self.cache.put(self._cache_key(request), sent.completion.model_dump(mode="json"))
 
     def execute(self, request: ChatRequest, task: str) -> Sent:
-        if (hit := self._cached(request)) is not None:
+        if (hit := self.cached(request)) is not None:
             return hit
         reservation, _ = self._reserve(request, task)
         started = time.perf_counter()
@@ -225,11 +227,11 @@ class Engine:
             raise
         sent = self._sent(completion, attempts)
         self._settle(request, task, reservation, sent, None, time.perf_counter() - started, attempts)
-        self._store(request, sent)
+        self.remember(request, sent)
         return sent
 
     async def aexecute(self, request: ChatRequest, task: str) -> Sent:
-        if (hit := self._cached(request)) is not None:
+        if (hit := self.cached(request)) is not None:
             return hit
         reservation, tokens = self._reserve(request, task)
         started = time.perf_counter()
@@ -253,7 +255,7 @@ class Engine:
             raise
         sent = self._sent(completion, attempts)
         self._settle(request, task, reservation, sent, None, time.perf_counter() - started, attempts)
-        self._store(request, sent)
+        self.remember(request, sent)
         return sent
 
     def stream(self, request: ChatRequest, task: str) -> Iterator[str | Sent]:

@@ -66,7 +66,7 @@ class Planner:
         return self.backend.count_text(text, self.model)
 
     def request(self, template: str | None = None, **variables: Any) -> ChatRequest:
-        return self.client._request(template or self.template_name, {**self.variables, **variables}, self.opts)
+        return self.client.build_request(template or self.template_name, {**self.variables, **variables}, self.opts)
 
     def prompt_tokens(self, request: ChatRequest) -> int:
         return self.backend.count_tokens(request.messages, request.model)

@@ -64,7 +64,7 @@ def main() -> None:
         raw = openai.OpenAI(base_url=url, api_key="sk-bench", max_retries=0)
         client = aigc.Client(base_url=url, api_key="sk-bench", model="gpt-4o-mini")
         quiet = aigc.Client(base_url=url, api_key="sk-bench", model="gpt-4o-mini", ledger=False)
-        request = client._request("summarize", {"text": TEXT, "length": "2 sentences"}, {})
+        request = client.build_request("summarize", {"text": TEXT, "length": "2 sentences"}, {})
         messages = [m.model_dump(exclude_none=True) for m in request.messages]
 
         def call_raw() -> None:

@@ -39,7 +39,7 @@ def test_every_task_runs_locally(client):
 
 def test_usage_is_counted_with_the_models_own_tokenizer(client):
     result = client.summarize(ARTICLE)
-    request = client._request("summarize", {"text": ARTICLE}, {})
+    request = client.build_request("summarize", {"text": ARTICLE}, {})
     assert result.usage.prompt_tokens == client.backend.count_tokens(request.messages, request.model)
 
 

@@ -93,9 +93,9 @@ class BatchApiRun:
                     self.runner.halt("failed", f"Batch API: batch {row.batch_id}: {e}")
 
     # -- building lines ---------------------------------------------------------------------------------
-    def _flow(self, item: Item):
+    def flow(self, item: Item):
         spec = task_spec(self.job, item.variables(self.job))
-        return self.client._flow(self.job.task, spec[0], spec[1], spec[3], spec[2])
+        return self.client.flow(self.job.task, spec[0], spec[1], spec[3], spec[2])
 
     async def _prepare(self, item: Item) -> bytes | str | None:
         """The batch line for an item; "direct" if it needs several rounds; None if settled here."""
@@ -104,7 +104,7 @@ class BatchApiRun:
             runner.fail(item, InputError(item.error))
             return None
         try:
-            flow = self._flow(item)
+            flow = self.flow(item)
             step = next(flow)
         except _Changed as e:
             runner.report.warnings.append(str(e))
@@ -115,7 +115,7 @@ class BatchApiRun:
         if len(step.requests) != 1:
             return "direct"
         request = step.requests[0]
-        hit = engine._cached(request)
+        hit = engine.cached(request)
         if hit is not None:
             text = _outcome_text(flow, hit.completion)
             if text is None:
@@ -307,7 +307,7 @@ class BatchApiRun:
             runner.charge(usage.total_tokens, cost)
         runner.report.requests += 1
         try:
-            flow = self._flow(item)
+            flow = self.flow(item)
             request = next(flow).requests[0]
         except _Changed as e:
             self.journal.release(key)
@@ -332,7 +332,7 @@ class BatchApiRun:
         from ..engine import Sent
 
         engine = self.client.engine
-        engine._store(request, Sent(completion, 1, cost))
+        engine.remember(request, Sent(completion, 1, cost))
         if engine.ledger is not None:
             from ..ledger import LedgerEntry
 

@@ -145,10 +145,10 @@ def _where(loc: tuple) -> str:
 
 def _task_params(task: str) -> tuple[frozenset[str], frozenset[str]]:
     """(variables the built-in task takes, those it requires), read from its signature in the client."""
-    from ..client import _TASKS
+    from ..client import TASK_SPECS
 
     allowed, required = set(), set()
-    for p in inspect.signature(_TASKS[task]).parameters.values():
+    for p in inspect.signature(TASK_SPECS[task]).parameters.values():
         if p.kind is inspect.Parameter.VAR_KEYWORD:
             continue
         allowed.add(p.name)

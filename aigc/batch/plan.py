@@ -51,12 +51,12 @@ def close_client(client) -> None:
 
 def task_spec(job: Job, variables: dict[str, Any]) -> tuple:
     """(template name, variables, long-input variable, options) for one item, as the client plans a call."""
-    from ..client import _TASKS
+    from ..client import TASK_SPECS
 
     if job.template is not None:
-        return _TASKS["generate"](job.template, variables)
+        return TASK_SPECS["generate"](job.template, variables)
     try:
-        return _TASKS[job.task](**variables)
+        return TASK_SPECS[job.task](**variables)
     except TypeError as e:
         raise InputError(f"cannot {job.task} this item: {e}") from None
 

@@ -224,7 +224,7 @@ class Runner:
         self.journal.start(key, self.run_id)
         try:
             spec = task_spec(self.job, item.variables(self.job))
-            flow = self.client._flow(self.job.task, spec[0], spec[1], spec[3], spec[2])
+            flow = self.client.flow(self.job.task, spec[0], spec[1], spec[3], spec[2])
             result = await self.client.engine.arun(flow, self.job.task)
         except _Changed as e:
             self.journal.release(key)
