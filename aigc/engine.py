@@ -23,7 +23,7 @@ from typing import Any
 
 from .backends.base import Backend
 from .config import Settings
-from .errors import AigcError, BackendError, ContextLengthExceeded, RateLimited
+from .errors import AigcError, BackendError, ConnectionFailed, ContextLengthExceeded, RateLimited, ServerError
 from .flows import Flow, Outcome, Step
 from .retry import RetryPolicy, acall_with_retry, call_with_retry
 from .types import ChatRequest, Completion, Result, StreamDelta, Usage
@@ -94,7 +94,8 @@ class Engine:
         self.job: str | None = None  # batch job name, recorded in the ledger
         self.cache: Any = None  # a ResponseCache to reuse identical answers (batch jobs)
         # A shared limiter for requests and tokens per minute: ``await gate.acquire(tokens)`` before each
-        # attempt and ``gate.penalize(retry_after)`` after a 429, so concurrent workers cool down together.
+        # attempt, ``gate.penalize(retry_after)`` after a 429 (so concurrent workers cool down together) and
+        # ``gate.refund()`` after an attempt the server did not count (a 5xx, a dropped connection).
         self.gate: Any = None
         self._table: Any = None
 
@@ -244,6 +245,10 @@ class Engine:
             except RateLimited as e:
                 if self.gate is not None:
                     self.gate.penalize(e.retry_after)
+                raise
+            except (ServerError, ConnectionFailed):
+                if self.gate is not None:
+                    self.gate.refund()  # a 5xx or a connection dropped before an answer was not counted
                 raise
 
         try:

@@ -26,9 +26,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
-from ..errors import ConnectionFailed, ServerError
-
-__all__ = ["RateGate", "Window", "RefundingBackend"]
+__all__ = ["RateGate", "Window"]
 
 # The places the current task's last attempt took in the windows, so that attempt can give them back.
 _TICKET: ContextVar[tuple[Any, list[tuple[Window, tuple[float, float]]]] | None] = \
@@ -155,24 +153,3 @@ class RateGate:
     @property
     def cooling(self) -> bool:
         return self._clock() < self._cool_until
-
-
-class RefundingBackend:
-    """A backend seen through the gate: an attempt the server answered with a 5xx, or whose connection
-    dropped before an answer, gives its places in the rate windows back. The server's limiter did not
-    count it, so keeping it would leave capacity unused. (Were it counted after all, the next 429 and its
-    shared cooldown put things right.) Everything else is the wrapped backend's."""
-
-    def __init__(self, backend: Any, gate: RateGate) -> None:
-        self._backend = backend
-        self._gate = gate
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._backend, name)
-
-    async def agenerate(self, request: Any) -> Any:
-        try:
-            return await self._backend.agenerate(request)
-        except (ServerError, ConnectionFailed):
-            self._gate.refund()
-            raise

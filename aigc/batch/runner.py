@@ -92,11 +92,9 @@ class Runner:
         if self.via == "batch-api" and client.backend.name != "openai":
             raise ConfigError(f"--via batch-api needs the openai backend (the job uses {client.backend.name!r})")
         if self.job.spec.limits.rpm or self.job.spec.limits.tpm:
-            from .limiter import RateGate, RefundingBackend
+            from .limiter import RateGate
 
-            gate = RateGate(self.job.spec.limits.rpm, self.job.spec.limits.tpm)
-            client.engine.gate = gate
-            client.engine.backend = RefundingBackend(client.engine.backend, gate)
+            client.engine.gate = RateGate(self.job.spec.limits.rpm, self.job.spec.limits.tpm)
             # Every retry passes the gate too, so it cannot flood the server: the first one may come
             # sooner than the default backoff, which keeps a late failure from stretching the run's end.
             client.engine.policy = dataclasses.replace(client.engine.policy, initial_backoff=0.25, jitter=0.25)
