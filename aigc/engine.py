@@ -18,69 +18,17 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from .backends.base import Backend
 from .config import Settings
+from .drive import FlowDriver, Sent
 from .errors import AigcError, BackendError, ConnectionFailed, ContextLengthExceeded, RateLimited, ServerError
-from .flows import Flow, Outcome, Step
 from .retry import RetryPolicy, acall_with_retry, call_with_retry
-from .types import ChatRequest, Completion, Result, StreamDelta, Usage
+from .types import ChatRequest, Completion, StreamDelta, Usage
 
 
-@dataclass
-class Sent:
-    """One executed request with its accounting."""
-
-    completion: Completion
-    attempts: int
-    cost_usd: float | None
-    cached: bool = False  # answered from the response cache: nothing was sent or spent
-
-
-@dataclass
-class _Tally:
-    """Totals of one task across its requests."""
-
-    usage: Usage = field(default_factory=Usage)
-    cost_usd: float | None = 0.0
-    attempts: int = 0
-    requests: int = 0
-    model: str = ""
-    response_format: str | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    def add(self, sent: Sent) -> None:
-        c = sent.completion
-        if sent.cached:
-            self.model = c.model
-            self.requests += 1
-            if "served from the response cache" not in self.warnings:
-                self.warnings.append("served from the response cache")
-            return
-        self.usage = self.usage + (c.usage or Usage())
-        self.cost_usd = None if self.cost_usd is None or sent.cost_usd is None else self.cost_usd + sent.cost_usd
-        self.attempts += sent.attempts
-        self.requests += 1
-        self.model = c.model
-        self.response_format = c.response_format or self.response_format
-        if c.usage_estimated and not any("usage" in w for w in self.warnings):
-            self.warnings.append("the server reported no usage; tokens were counted locally")
-        if c.response_format in ("json_object", "prompt") and not any("json_schema" in w for w in self.warnings):
-            self.warnings.append(f"the server does not support json_schema output; used {c.response_format}")
-
-    def result(self, outcome: Outcome, task: str, backend: str, started: float) -> Result:
-        return Result(
-            text=outcome.text, task=task, model=self.model, backend=backend,
-            finish_reason=outcome.finish_reason, usage=self.usage, cost_usd=self.cost_usd,
-            latency_s=round(time.perf_counter() - started, 6), attempts=self.attempts,
-            requests=self.requests, reasks=outcome.reasks, parsed=outcome.parsed,
-            response_format=self.response_format, warnings=[*self.warnings, *outcome.warnings],
-        )
-
-
-class Engine:
+class Engine(FlowDriver):
     """Executes requests for one client: owns the backend, retry policy, budget and ledger."""
 
     def __init__(self, backend: Backend, settings: Settings, policy: RetryPolicy, *,
@@ -402,138 +350,3 @@ class Engine:
         return results
 
     # -- drivers ----------------------------------------------------------------------------------------
-    def run(self, flow: Flow, task: str) -> Result:
-        started, tally = time.perf_counter(), _Tally()
-        try:
-            step = next(flow)
-            while True:
-                sents = self.execute_many(step.requests, task)
-                for s in sents:
-                    tally.add(s)
-                step = flow.send([s.completion for s in sents])
-        except StopIteration as stop:
-            return tally.result(stop.value, task, self.backend.name, started)
-
-    async def arun(self, flow: Flow, task: str) -> Result:
-        started, tally = time.perf_counter(), _Tally()
-        try:
-            step = next(flow)
-            while True:
-                sents = await self.aexecute_many(step.requests, task)
-                for s in sents:
-                    tally.add(s)
-                step = flow.send([s.completion for s in sents])
-        except StopIteration as stop:
-            return tally.result(stop.value, task, self.backend.name, started)
-
-    def run_stream(self, flow: Flow, task: str) -> Iterator[str | Result]:
-        """Like :meth:`run`, yielding the final request's text as it arrives, then the Result."""
-        started, tally = time.perf_counter(), _Tally()
-        try:
-            step: Step = next(flow)
-            while True:
-                if step.emit:
-                    yield step.emit
-                if step.streamable and len(step.requests) == 1:
-                    sents = []
-                    trim = _Trim() if step.strip else None
-                    for piece in self.stream(step.requests[0], task):
-                        if isinstance(piece, Sent):
-                            sents.append(piece)
-                        elif text := (trim.feed(piece) if trim else piece):
-                            yield text
-                    if step.trailer:
-                        yield step.trailer
-                else:
-                    sents = self.execute_many(step.requests, task)
-                for s in sents:
-                    tally.add(s)
-                step = flow.send([s.completion for s in sents])
-        except StopIteration as stop:
-            yield tally.result(stop.value, task, self.backend.name, started)
-
-    async def arun_stream(self, flow: Flow, task: str) -> AsyncIterator[str | Result]:
-        started, tally = time.perf_counter(), _Tally()
-        try:
-            step: Step = next(flow)
-            while True:
-                if step.emit:
-                    yield step.emit
-                if step.streamable and len(step.requests) == 1:
-                    sents = []
-                    trim = _Trim() if step.strip else None
-                    async for piece in self.astream(step.requests[0], task):
-                        if isinstance(piece, Sent):
-                            sents.append(piece)
-                        elif text := (trim.feed(piece) if trim else piece):
-                            yield text
-                    if step.trailer:
-                        yield step.trailer
-                else:
-                    sents = await self.aexecute_many(step.requests, task)
-                for s in sents:
-                    tally.add(s)
-                step = flow.send([s.completion for s in sents])
-        except StopIteration as stop:
-            yield tally.result(stop.value, task, self.backend.name, started)
-
-
-    def run_many(self, flows: list[Flow], task: str, *, return_exceptions: bool = False) -> list:
-        """Run many flows in lockstep so each round's requests go out together (batched or concurrent)."""
-        started = time.perf_counter()
-        tallies = [_Tally() for _ in flows]
-        steps: dict[int, Step] = {}
-        done: dict[int, Any] = {}
-        for i, flow in enumerate(flows):
-            self._advance(i, flow, None, steps, done, tallies, task, started, return_exceptions)
-        while steps:
-            order = list(steps)
-            requests = [(i, r) for i in order for r in steps[i].requests]
-            outcomes = self.execute_many([r for _, r in requests], task, return_exceptions=True)
-            by_flow: dict[int, list] = {i: [] for i in order}
-            for (i, _), out in zip(requests, outcomes, strict=True):
-                by_flow[i].append(out)
-            for i in order:
-                del steps[i]
-                failed = next((o for o in by_flow[i] if isinstance(o, BaseException)), None)
-                if failed is not None:
-                    if not return_exceptions:
-                        raise failed
-                    done[i] = failed
-                    continue
-                for s in by_flow[i]:
-                    tallies[i].add(s)
-                self._advance(i, flows[i], [s.completion for s in by_flow[i]], steps, done, tallies, task,
-                              started, return_exceptions)
-        return [done[i] for i in range(len(flows))]
-
-    def _advance(self, i, flow, completions, steps, done, tallies, task, started, return_exceptions) -> None:
-        try:
-            steps[i] = next(flow) if completions is None else flow.send(completions)
-        except StopIteration as stop:
-            done[i] = tallies[i].result(stop.value, task, self.backend.name, started)
-        except AigcError as e:
-            if not return_exceptions:
-                raise
-            done[i] = e
-
-
-
-class _Trim:
-    """Streams text without its leading and trailing whitespace (trailing runs are held back until
-    more text follows), matching what the flow's own assembly keeps."""
-
-    def __init__(self) -> None:
-        self.started = False
-        self.held = ""
-
-    def feed(self, piece: str) -> str:
-        if not self.started:
-            piece = piece.lstrip()
-            self.started = bool(piece)
-        body = piece.rstrip()
-        if not body:
-            self.held += piece
-            return ""
-        out, self.held = self.held + body, piece[len(body):]
-        return out
