@@ -1,6 +1,6 @@
 """Task logic as generators that yield requests and receive completions (no I/O here).
 
-A flow yields :class:`Step` objects; the driver (sync or async, see :mod:`aigc.engine`) executes each step's
+A flow yields :class:`Step` objects; the driver (sync or async, see :mod:`aigc.drive`) executes each step's
 requests, concurrently where it can, and sends back the completions in order. The flow returns an
 :class:`Outcome`. Writing each task once this way keeps sync, async, streaming and batch behaviour equal.
 """
