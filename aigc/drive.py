@@ -58,6 +58,12 @@ class _Tally:
         if c.response_format in ("json_object", "prompt") and not any("json_schema" in w for w in self.warnings):
             self.warnings.append(f"the server does not support json_schema output; used {c.response_format}")
 
+    def feed(self, flow: Flow, sents: list[Sent]) -> Step:
+        """Count a step's requests and hand their completions to the flow; its next step comes back."""
+        for sent in sents:
+            self.add(sent)
+        return flow.send([sent.completion for sent in sents])
+
     def result(self, outcome: Outcome, task: str, backend: str, started: float) -> Result:
         return Result(
             text=outcome.text, task=task, model=self.model, backend=backend,
@@ -68,45 +74,35 @@ class _Tally:
         )
 
 
-
 class FlowDriver:
     """Sync, async, streaming and many-at-once drivers over one engine."""
 
     def run(self, flow: Flow, task: str) -> Result:
-        started, tally = time.perf_counter(), _Tally()
-        try:
-            step = next(flow)
-            while True:
-                sents = self.execute_many(step.requests, task)
-                for s in sents:
-                    tally.add(s)
-                step = flow.send([s.completion for s in sents])
-        except StopIteration as stop:
-            return tally.result(stop.value, task, self.backend.name, started)
-
-    async def arun(self, flow: Flow, task: str) -> Result:
-        started, tally = time.perf_counter(), _Tally()
-        try:
-            step = next(flow)
-            while True:
-                sents = await self.aexecute_many(step.requests, task)
-                for s in sents:
-                    tally.add(s)
-                step = flow.send([s.completion for s in sents])
-        except StopIteration as stop:
-            return tally.result(stop.value, task, self.backend.name, started)
+        """Run a flow to its Result."""
+        *_, result = self._drive(flow, task, stream=False)
+        return result
 
     def run_stream(self, flow: Flow, task: str) -> Iterator[str | Result]:
-        """Like :meth:`run`, yielding the final request's text as it arrives, then the Result."""
+        """Like :meth:`run`, yielding the text of streamable steps as it arrives, then the Result."""
+        return self._drive(flow, task, stream=True)
+
+    async def arun(self, flow: Flow, task: str) -> Result:
+        async for item in self._adrive(flow, task, stream=False):
+            result = item
+        return result
+
+    def arun_stream(self, flow: Flow, task: str) -> AsyncIterator[str | Result]:
+        return self._adrive(flow, task, stream=True)
+
+    def _drive(self, flow: Flow, task: str, stream: bool) -> Iterator[str | Result]:
         started, tally = time.perf_counter(), _Tally()
         try:
             step: Step = next(flow)
             while True:
-                if step.emit:
+                if stream and step.emit:
                     yield step.emit
-                if step.streamable and len(step.requests) == 1:
-                    sents = []
-                    trim = _Trim() if step.strip else None
+                if stream and step.streamable and len(step.requests) == 1:
+                    sents, trim = [], _Trim() if step.strip else None
                     for piece in self.stream(step.requests[0], task):
                         if isinstance(piece, Sent):
                             sents.append(piece)
@@ -116,22 +112,20 @@ class FlowDriver:
                         yield step.trailer
                 else:
                     sents = self.execute_many(step.requests, task)
-                for s in sents:
-                    tally.add(s)
-                step = flow.send([s.completion for s in sents])
+                step = tally.feed(flow, sents)
         except StopIteration as stop:
             yield tally.result(stop.value, task, self.backend.name, started)
 
-    async def arun_stream(self, flow: Flow, task: str) -> AsyncIterator[str | Result]:
+    async def _adrive(self, flow: Flow, task: str, stream: bool) -> AsyncIterator[str | Result]:
+        """Async twin of :meth:`_drive`."""
         started, tally = time.perf_counter(), _Tally()
         try:
             step: Step = next(flow)
             while True:
-                if step.emit:
+                if stream and step.emit:
                     yield step.emit
-                if step.streamable and len(step.requests) == 1:
-                    sents = []
-                    trim = _Trim() if step.strip else None
+                if stream and step.streamable and len(step.requests) == 1:
+                    sents, trim = [], _Trim() if step.strip else None
                     async for piece in self.astream(step.requests[0], task):
                         if isinstance(piece, Sent):
                             sents.append(piece)
@@ -141,12 +135,9 @@ class FlowDriver:
                         yield step.trailer
                 else:
                     sents = await self.aexecute_many(step.requests, task)
-                for s in sents:
-                    tally.add(s)
-                step = flow.send([s.completion for s in sents])
+                step = tally.feed(flow, sents)
         except StopIteration as stop:
             yield tally.result(stop.value, task, self.backend.name, started)
-
 
     def run_many(self, flows: list[Flow], task: str, *, return_exceptions: bool = False) -> list:
         """Run many flows in lockstep so each round's requests go out together (batched or concurrent)."""
@@ -171,15 +162,12 @@ class FlowDriver:
                         raise failed
                     done[i] = failed
                     continue
-                for s in by_flow[i]:
-                    tallies[i].add(s)
-                self._advance(i, flows[i], [s.completion for s in by_flow[i]], steps, done, tallies, task,
-                              started, return_exceptions)
+                self._advance(i, flows[i], by_flow[i], steps, done, tallies, task, started, return_exceptions)
         return [done[i] for i in range(len(flows))]
 
-    def _advance(self, i, flow, completions, steps, done, tallies, task, started, return_exceptions) -> None:
+    def _advance(self, i, flow, sents, steps, done, tallies, task, started, return_exceptions) -> None:
         try:
-            steps[i] = next(flow) if completions is None else flow.send(completions)
+            steps[i] = next(flow) if sents is None else tallies[i].feed(flow, sents)
         except StopIteration as stop:
             done[i] = tallies[i].result(stop.value, task, self.backend.name, started)
         except AigcError as e:

@@ -245,40 +245,36 @@ class OpenAIBackend(BaseBackend):
         return completion.model_copy(update={"usage": usage, "usage_estimated": True})
 
     # -- generation -------------------------------------------------------------------------------------
-    def generate(self, request: ChatRequest) -> Completion:
+    def _failed(self, e: Exception, request: ChatRequest, stream: bool) -> None:
+        """Raise the aigc error for an SDK failure, unless dropping a feature the server lacks makes one more
+        request worthwhile (then return, and the caller asks again)."""
+        err = translate_error(e, key=self._key, where=self.where)
+        if not self._downgrade(err, request, stream):
+            raise err from None
+
+    def _create(self, request: ChatRequest, *, stream: bool = False) -> Any:
         while True:
             try:
-                resp = self.client.chat.completions.create(**self._params(request))
+                return self.client.chat.completions.create(**self._params(request, stream=stream))
             except openai.OpenAIError as e:
-                err = translate_error(e, key=self._key, where=self.where)
-                if self._downgrade(err, request, stream=False):
-                    continue
-                raise err from None
-            return self._fill_usage(self._completion(resp, request), request)
+                self._failed(e, request, stream)
+
+    async def _acreate(self, request: ChatRequest, *, stream: bool = False) -> Any:
+        while True:
+            try:
+                return await self.async_client.chat.completions.create(**self._params(request, stream=stream))
+            except openai.OpenAIError as e:
+                self._failed(e, request, stream)
+
+    def generate(self, request: ChatRequest) -> Completion:
+        return self._fill_usage(self._completion(self._create(request), request), request)
 
     async def agenerate(self, request: ChatRequest) -> Completion:
-        while True:
-            try:
-                resp = await self.async_client.chat.completions.create(**self._params(request))
-            except openai.OpenAIError as e:
-                err = translate_error(e, key=self._key, where=self.where)
-                if self._downgrade(err, request, stream=False):
-                    continue
-                raise err from None
-            return self._fill_usage(self._completion(resp, request), request)
-
-    def _open_stream(self, request: ChatRequest):
-        while True:
-            try:
-                return self.client.chat.completions.create(**self._params(request, stream=True))
-            except openai.OpenAIError as e:
-                err = translate_error(e, key=self._key, where=self.where)
-                if not self._downgrade(err, request, stream=True):
-                    raise err from None
+        return self._fill_usage(self._completion(await self._acreate(request), request), request)
 
     def stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
         acc = _StreamAccumulator(request)
-        stream = self._open_stream(request)
+        stream = self._create(request, stream=True)
         acc.request_id = stream.response.headers.get("x-request-id")
         try:
             for chunk in stream:
@@ -293,14 +289,7 @@ class OpenAIBackend(BaseBackend):
 
     async def astream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         acc = _StreamAccumulator(request)
-        while True:
-            try:
-                stream = await self.async_client.chat.completions.create(**self._params(request, stream=True))
-                break
-            except openai.OpenAIError as e:
-                err = translate_error(e, key=self._key, where=self.where)
-                if not self._downgrade(err, request, stream=True):
-                    raise err from None
+        stream = await self._acreate(request, stream=True)
         acc.request_id = stream.response.headers.get("x-request-id")
         try:
             async for chunk in stream:
