@@ -58,7 +58,7 @@ class Engine(FlowDriver):
         if self._table is None:
             from .models import ModelTable
 
-            self._table = ModelTable.load(self.settings.models_file)
+            self._table = ModelTable.cached(self.settings.models_file)
         return self._table.lookup(model)
 
     def price(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
@@ -140,6 +140,13 @@ class Engine(FlowDriver):
                 response=sent.completion.text if sent and self.ledger.store_prompts else None,
             ))
 
+    def _done(self, request: ChatRequest, task: str, reservation: Any, started: float, completion: Completion,
+              attempts: int) -> Sent:
+        """Account for a completed request: charge the budgets, record it in the ledger."""
+        sent = self._sent(completion, attempts)
+        self._settle(request, task, reservation, sent, None, time.perf_counter() - started, attempts)
+        return sent
+
     def _sent(self, completion: Completion, attempts: int) -> Sent:
         u = completion.usage or Usage()
         return Sent(completion, attempts, self.price(completion.model, u.prompt_tokens, u.completion_tokens))
@@ -174,8 +181,7 @@ class Engine(FlowDriver):
             self._settle(request, task, reservation, None, e, time.perf_counter() - started,
                          getattr(e, "attempts", 1))
             raise
-        sent = self._sent(completion, attempts)
-        self._settle(request, task, reservation, sent, None, time.perf_counter() - started, attempts)
+        sent = self._done(request, task, reservation, started, completion, attempts)
         self.remember(request, sent)
         return sent
 
@@ -206,8 +212,7 @@ class Engine(FlowDriver):
             self._settle(request, task, reservation, None, e, time.perf_counter() - started,
                          getattr(e, "attempts", 1))
             raise
-        sent = self._sent(completion, attempts)
-        self._settle(request, task, reservation, sent, None, time.perf_counter() - started, attempts)
+        sent = self._done(request, task, reservation, started, completion, attempts)
         self.remember(request, sent)
         return sent
 
@@ -239,8 +244,7 @@ class Engine(FlowDriver):
         except BaseException as e:
             self._settle(request, task, reservation, None, e, time.perf_counter() - started, attempts)
             raise
-        sent = self._sent(completion, attempts)
-        self._settle(request, task, reservation, sent, None, time.perf_counter() - started, attempts)
+        sent = self._done(request, task, reservation, started, completion, attempts)
         yield sent
 
     async def astream(self, request: ChatRequest, task: str) -> AsyncIterator[str | Sent]:
@@ -260,11 +264,11 @@ class Engine(FlowDriver):
         try:
             first, _ = await acall_with_retry(open_stream, self.policy, request.timeout or self.settings.timeout)
             completion = None
-            pending = [first] if first else []
-            while True:
-                delta = pending.pop() if pending else await anext(opened[0], None)
-                if delta is None:
-                    break
+            if first is not None and first.completion is not None:
+                completion = first.completion
+            elif first is not None and first.text:
+                yield first.text
+            async for delta in opened[0]:
                 if delta.completion is not None:
                     completion = delta.completion
                 elif delta.text:
@@ -274,8 +278,7 @@ class Engine(FlowDriver):
         except BaseException as e:
             self._settle(request, task, reservation, None, e, time.perf_counter() - started, attempts)
             raise
-        sent = self._sent(completion, attempts)
-        self._settle(request, task, reservation, sent, None, time.perf_counter() - started, attempts)
+        sent = self._done(request, task, reservation, started, completion, attempts)
         yield sent
 
     # -- many requests ----------------------------------------------------------------------------------

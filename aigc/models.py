@@ -12,7 +12,6 @@ The table ships as ``aigc/data/models.toml``; a user file of the same shape is m
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 import tomllib
@@ -128,6 +127,22 @@ class ModelTable:
         self._memo: dict[str, ModelInfo] = {}
 
     @classmethod
+    def cached(cls, user_file: Path | None = None) -> ModelTable:
+        """:meth:`load`, parsed once per process and again only when the user file changes."""
+        key: tuple = (None,)
+        if user_file is not None:
+            path = Path(user_file).expanduser()
+            try:
+                stat = path.stat()
+            except OSError:
+                return cls.load(user_file)  # reports the problem
+            key = (str(path), stat.st_mtime_ns, stat.st_size)
+        table = _loaded.get(key)
+        if table is None:
+            table = _loaded[key] = cls.load(user_file)
+        return table
+
+    @classmethod
     def load(cls, user_file: Path | None = None) -> ModelTable:
         """The shipped table, with ``user_file`` (TOML, same shape) merged over it.
 
@@ -192,9 +207,11 @@ class ModelTable:
         return self._entries[entry].model_copy(update={"name": name, "matched": entry})
 
 
-@functools.cache
+_loaded: dict[tuple, ModelTable] = {}
+
+
 def _shipped() -> ModelTable:
-    return ModelTable.load(None)
+    return ModelTable.cached(None)
 
 
 def lookup(name: str) -> ModelInfo:

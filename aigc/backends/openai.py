@@ -307,7 +307,7 @@ class OpenAIBackend(BaseBackend):
         if self._tables is None:
             from ..models import ModelTable
 
-            self._tables = ModelTable.load(self.settings.models_file)
+            self._tables = ModelTable.cached(self.settings.models_file)
         return self._tables.lookup(model)
 
     def count_tokens(self, messages: list[Message], model: str) -> int:
