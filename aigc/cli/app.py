@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -105,101 +107,102 @@ def show_plan(estimate, as_json: bool) -> None:
         "nothing was sent")
 
 
-def _common(**kw) -> Common:
-    return Common(kw["backend"], kw["model"], kw["temperature"], kw["max_tokens"], kw["base_url"], kw["output"],
-                  kw["as_json"], kw["stream"], kw["dry_run"], kw["max_cost"], kw["max_total_tokens"], kw["timeout"])
+_COMMON = {  # option name -> (annotation, default): shared by every content command
+    "backend": (BackendOpt, None), "model": (ModelOpt, None), "temperature": (TempOpt, None),
+    "max_tokens": (MaxTokOpt, None), "base_url": (BaseUrlOpt, None), "output": (OutOpt, None),
+    "as_json": (JsonOpt, False), "stream": (StreamOpt, False), "dry_run": (DryOpt, False),
+    "max_cost": (CostOpt, None), "max_total_tokens": (BudgetTokOpt, None), "timeout": (TimeoutOpt, None),
+}
 
 
-@app.command()
+def content_command(fn):
+    """Register ``fn(c: Common, ...)`` as a command that also takes the shared options, gathered into a Common."""
+    own = list(inspect.signature(fn, eval_str=True).parameters.values())[1:]  # the first one is the Common
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+              for name, (annotation, default) in _COMMON.items()]
+
+    @functools.wraps(fn)
+    def command(**kw: Any) -> None:
+        fn(Common(*(kw.pop(name) for name in _COMMON)), **kw)
+
+    command.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in own + shared}
+    del command.__wrapped__  # typer must see the combined signature, not fn's
+    return app.command(name=fn.__name__)(command)
+
+
+@content_command
 def summarize(
+    c: Common,
     file: Annotated[str | None, typer.Argument(help="Text file, or - for standard input.")] = None,
     length: Annotated[str | None, typer.Option(help='How long, e.g. "3 sentences", "100 words".')] = None,
     language: Annotated[str | None, typer.Option(help="Write the summary in this language.")] = None,
     focus: Annotated[str | None, typer.Option(help="What the summary should focus on.")] = None,
-    backend: BackendOpt = None, model: ModelOpt = None, temperature: TempOpt = None, max_tokens: MaxTokOpt = None,
-    base_url: BaseUrlOpt = None, output: OutOpt = None, as_json: JsonOpt = False, stream: StreamOpt = False,
-    dry_run: DryOpt = False, max_cost: CostOpt = None, max_total_tokens: BudgetTokOpt = None,
-    timeout: TimeoutOpt = None,
 ) -> None:
     """Summarize a text (long texts are split and summarized in rounds)."""
-    c = _common(**locals())
     c.run("summarize", read_input(file), length=length, language=language, focus=focus)
 
 
-@app.command()
+@content_command
 def translate(
+    c: Common,
     file: Annotated[str | None, typer.Argument(help="Text file, or - for standard input.")] = None,
     to: Annotated[str, typer.Option("--to", help="Target language, e.g. en, German.")] = ...,
     source: Annotated[str | None, typer.Option("--from", help="Source language (detected if omitted).")] = None,
     tone: Annotated[str | None, typer.Option(help="Tone, e.g. formal.")] = None,
-    backend: BackendOpt = None, model: ModelOpt = None, temperature: TempOpt = None, max_tokens: MaxTokOpt = None,
-    base_url: BaseUrlOpt = None, output: OutOpt = None, as_json: JsonOpt = False, stream: StreamOpt = False,
-    dry_run: DryOpt = False, max_cost: CostOpt = None, max_total_tokens: BudgetTokOpt = None,
-    timeout: TimeoutOpt = None,
 ) -> None:
     """Translate a text, keeping its formatting (code blocks are left alone)."""
-    c = _common(**locals())
     c.run("translate", read_input(file), to=to, source=source, tone=tone)
 
 
-@app.command()
+@content_command
 def ask(
+    c: Common,
     question: Annotated[str, typer.Argument(help="The question.")],
     context: Annotated[str | None, typer.Option("--context", "-c",
                                                 help="Answer from this file (- for standard input).")] = None,
-    backend: BackendOpt = None, model: ModelOpt = None, temperature: TempOpt = None, max_tokens: MaxTokOpt = None,
-    base_url: BaseUrlOpt = None, output: OutOpt = None, as_json: JsonOpt = False, stream: StreamOpt = False,
-    dry_run: DryOpt = False, max_cost: CostOpt = None, max_total_tokens: BudgetTokOpt = None,
-    timeout: TimeoutOpt = None,
 ) -> None:
     """Answer a question, from a context document when given."""
-    c = _common(**locals())
     c.run("answer", question, context=read_input(context) if context else None)
 
 
-@app.command()
+@content_command
 def news(
+    c: Common,
     file: Annotated[str | None, typer.Argument(help="Facts or notes, or - for standard input.")] = None,
     style: Annotated[str | None, typer.Option(help='e.g. "neutral wire-service", "feature".')] = None,
     length: Annotated[str | None, typer.Option(help='e.g. "about 300 words".')] = None,
     headline: Annotated[bool, typer.Option("--headline/--no-headline", help="Start with a headline.")] = True,
-    backend: BackendOpt = None, model: ModelOpt = None, temperature: TempOpt = None, max_tokens: MaxTokOpt = None,
-    base_url: BaseUrlOpt = None, output: OutOpt = None, as_json: JsonOpt = False, stream: StreamOpt = False,
-    dry_run: DryOpt = False, max_cost: CostOpt = None, max_total_tokens: BudgetTokOpt = None,
-    timeout: TimeoutOpt = None,
 ) -> None:
     """Write a news article from facts or notes."""
-    c = _common(**locals())
     c.run("news", read_input(file), style=style, length=length, headline=headline)
 
 
-def parse_vars(pairs: list[str], files: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
+def _pairs(items: list[str], flag: str, shape: str) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise InputError(f"--var expects KEY=VALUE, got {pair!r}")
-        out[key.strip()] = value
-    for pair in files:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--var-file expects KEY=FILE, got {pair!r}")
-        out[key.strip()] = read_input(value)
+            raise InputError(f"{flag} expects {shape}, got {item!r}")
+        out.append((key.strip(), value))
     return out
 
 
-@app.command()
+def parse_vars(pairs: list[str], files: list[str]) -> dict[str, Any]:
+    """Template variables from --var KEY=VALUE and --var-file KEY=FILE."""
+    values: dict[str, Any] = dict(_pairs(pairs, "--var", "KEY=VALUE"))
+    values.update((key, read_input(path)) for key, path in _pairs(files, "--var-file", "KEY=FILE"))
+    return values
+
+
+@content_command
 def generate(
+    c: Common,
     template: Annotated[str, typer.Argument(help="Template name (see `aigc templates list`).")],
     var: Annotated[list[str] | None, typer.Option("--var", help="Template variable KEY=VALUE (repeatable).")] = None,
     var_file: Annotated[list[str] | None, typer.Option("--var-file", help="Variable from a file: KEY=FILE.")] = None,
-    backend: BackendOpt = None, model: ModelOpt = None, temperature: TempOpt = None, max_tokens: MaxTokOpt = None,
-    base_url: BaseUrlOpt = None, output: OutOpt = None, as_json: JsonOpt = False, stream: StreamOpt = False,
-    dry_run: DryOpt = False, max_cost: CostOpt = None, max_total_tokens: BudgetTokOpt = None,
-    timeout: TimeoutOpt = None,
 ) -> None:
     """Render a template with variables and send it."""
-    c = _common(**locals())
     c.run("generate", template, parse_vars(var or [], var_file or []))
 
 
