@@ -7,7 +7,7 @@ import os
 from pydantic import BaseModel, Field
 
 from .config import Settings, default_config_file
-from .hardware import HardwareReport, probe
+from .backends.local.hardware import HardwareReport, probe
 
 
 class BackendStatus(BaseModel):

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from aigc import hardware
-from aigc.backends import local_models
+from aigc.backends.local import hardware
+from aigc.backends.local import models as local_models
 from aigc.backends.local import DEFAULT_MODEL, LocalBackend
 from aigc.config import load_settings
 from aigc.errors import BackendUnavailable, ConfigError, ContextLengthExceeded
@@ -308,7 +308,7 @@ def test_the_hardware_probe_describes_the_machine_and_the_default_model(first_lo
 
 def test_the_probe_without_torch_does_not_import_it():
     code = (
-        "import sys, aigc.hardware as h; r = h.probe(import_torch=False); "
+        "import sys, aigc.backends.local.hardware as h; r = h.probe(import_torch=False); "
         "assert 'torch' not in sys.modules and r.torch_version is None and r.model.parameters"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..types import ChatRequest, Completion
+from ...types import ChatRequest, Completion
 
 _STOP = object()
 

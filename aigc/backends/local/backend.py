@@ -19,15 +19,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendError, ContextLengthExceeded
-from ..types import ChatRequest, Completion, Message, StreamDelta, Usage
-from . import local_models
-from .base import BaseBackend
+from ...errors import BackendError, ContextLengthExceeded
+from ...types import ChatRequest, Completion, Message, StreamDelta, Usage
+from . import models as local_models
+from ..base import BaseBackend
 from .batcher import MicroBatcher
-from .local_models import DEFAULT_MODEL, LoadedModel
+from .models import DEFAULT_MODEL, LoadedModel
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ...config import Settings
 
 __all__ = ["LocalBackend", "DEFAULT_MODEL"]
 

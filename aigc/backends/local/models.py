@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import BackendError, BackendUnavailable, ConfigError
+from ...errors import BackendError, BackendUnavailable, ConfigError
 
 log = logging.getLogger("aigc.local")
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from .backends.local_models import DEFAULT_MODEL, INSTALL_HINT
+from .models import DEFAULT_MODEL, INSTALL_HINT
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from ...config import Settings
 
 __all__ = ["GpuInfo", "LocalModelInfo", "HardwareReport", "probe", "count_parameters", "memory"]
 
@@ -200,8 +200,8 @@ def _disk_bytes(path: Path) -> int:
 
 
 def _model_info(name: str, cache_dir: Path | None) -> LocalModelInfo:
-    from . import errors
-    from .backends import local_models
+    from ... import errors
+    from . import models as local_models
 
     info = LocalModelInfo(name=name)
     try:
@@ -272,8 +272,8 @@ def _probe_torch(report: HardwareReport, settings: Settings | None) -> None:
     except Exception as e:  # a broken install is a fact to report, not a crash
         report.problems.append(f"torch is installed but does not import: {e}")
         return
-    from . import errors
-    from .backends import local_models
+    from ... import errors
+    from . import models as local_models
 
     report.torch_imported = True
     report.torch_version = torch.__version__
