@@ -148,10 +148,11 @@ class ClientBase:
         loaded = self.templates.get(name)
         return task_for_template(loaded.name, loaded.meta)
 
-    def build_request(self, task: Task, variables: dict[str, Any], opts: dict[str, Any],
+    def build_request(self, task: Task | str, variables: dict[str, Any], opts: dict[str, Any],
                       template: str | None = None) -> ChatRequest:
         """The request a call renders to. Generation settings: the call's option > the client's settings >
         the template's (or task's) defaults."""
+        task = self.task(task) if isinstance(task, str) else task
         name = template or task.template
         if name is None:
             messages, defaults = as_messages(variables[task.input or "messages"]), task.defaults
@@ -258,14 +259,24 @@ class ClientBase:
         on hosted backends, batched on local ones. Every item gets its place in the list: a Result, or the
         error that ended it (``return_exceptions=False``: the first error is raised once every item has
         finished, with the whole list as its ``results``)."""
-        calls = []
+        calls: list[Call | AigcError] = []
         for item in items:
             args, extra = ((), item) if isinstance(item, dict) else ((item,), {})
-            calls.append(self.call(task, args, {**kw, **extra}))
+            try:
+                calls.append(self.call(task, args, {**kw, **extra}))
+            except AigcError as e:  # an unusable item fails in its place; the others still run
+                calls.append(e)
         return self._map(calls, return_exceptions)
 
     @staticmethod
-    def _outcomes(results: list[Any], return_exceptions: bool) -> list[Any]:
+    def _runnable(calls: list[Call | AigcError]) -> list[Call]:
+        return [c for c in calls if isinstance(c, Call)]
+
+    @staticmethod
+    def _outcomes(calls: list[Call | AigcError], ran: list[Any], return_exceptions: bool) -> list[Any]:
+        """Each item's result (or error) in its place; see :meth:`map`."""
+        done = iter(ran)
+        results = [next(done) if isinstance(c, Call) else c for c in calls]
         if not return_exceptions:
             failed = next((r for r in results if isinstance(r, BaseException)), None)
             if failed is not None:
@@ -300,7 +311,7 @@ class ClientBase:
     def run_call(self, call: Call):  # pragma: no cover - each client defines it
         raise NotImplementedError
 
-    def _map(self, calls: list[Call], return_exceptions: bool):  # pragma: no cover
+    def _map(self, calls: list[Call | AigcError], return_exceptions: bool):  # pragma: no cover
         raise NotImplementedError
 
 
@@ -336,10 +347,10 @@ class Client(ClientBase):
             return TextStream(call.engine.run_stream(call.flow, call.task))
         return call.engine.run(call.flow, call.task)
 
-    def _map(self, calls: list[Call], return_exceptions: bool) -> list[Result | AigcError]:
-        if not calls:
-            return []
-        return self._outcomes(self.engine.run_many([c.flow for c in calls], calls[0].task), return_exceptions)
+    def _map(self, calls: list[Call | AigcError], return_exceptions: bool) -> list[Result | AigcError]:
+        todo = self._runnable(calls)
+        ran = self.engine.run_many([c.flow for c in todo], todo[0].task) if todo else []
+        return self._outcomes(calls, ran, return_exceptions)
 
     def close(self) -> None:
         self.backend.close()
@@ -361,11 +372,10 @@ class AsyncClient(ClientBase):
             return AsyncTextStream(call.engine.arun_stream(call.flow, call.task))
         return await call.engine.arun(call.flow, call.task)
 
-    async def _map(self, calls: list[Call], return_exceptions: bool) -> list[Result | AigcError]:
-        if not calls:
-            return []
-        return self._outcomes(await self.engine.arun_many([c.flow for c in calls], calls[0].task),
-                              return_exceptions)
+    async def _map(self, calls: list[Call | AigcError], return_exceptions: bool) -> list[Result | AigcError]:
+        todo = self._runnable(calls)
+        ran = await self.engine.arun_many([c.flow for c in todo], todo[0].task) if todo else []
+        return self._outcomes(calls, ran, return_exceptions)
 
     async def aclose(self) -> None:
         await self.backend.aclose()

@@ -47,6 +47,7 @@ class Ticket:
     task: str
     held: list = field(default_factory=list)
     tokens: int = 0  # prompt + output cap, for a token gate (0 when nothing needed counting)
+    asked: ChatRequest | None = None  # the request as the flow asked it (before its cap was settled): the cache key
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -110,16 +111,16 @@ class EngineBase:
         accounting = self.accounting
         if accounting.cache is not None and (hit := accounting.cached(request)) is not None:
             return Sent(hit, 0, 0.0, cached=True)
-        info = self.model_info(request.model)
+        info, asked = self.model_info(request.model), request
         cap = request.max_output_tokens or self.default_cap(info)
         if not accounting.counts_tokens and self.surely_fits(request, cap):
             if request.max_output_tokens is None:
                 request = request.model_copy(update={"max_output_tokens": cap})
-            return Ticket(request, task)
+            return Ticket(request, task, asked=asked)
         prompt, cap = self.check(request)
         request = request.model_copy(update={"max_output_tokens": cap})
         held = accounting.reserve(prompt + cap, price(info, prompt, cap)) if accounting.budgets else []
-        return Ticket(request, task, held, prompt + cap)
+        return Ticket(request, task, held, prompt + cap, asked=asked)
 
     def succeeded(self, ticket: Ticket, completion: Completion, attempts: int) -> Sent:
         """Charge, record and cache a finished request."""
@@ -127,7 +128,7 @@ class EngineBase:
         cost = self.price(completion.model, usage.prompt_tokens, usage.completion_tokens)
         self.accounting.settle(ticket.request, ticket.task, ticket.held, completion=completion, cost_usd=cost,
                                latency_s=time.perf_counter() - ticket.started, attempts=attempts)
-        self.accounting.remember(ticket.request, completion)
+        self.accounting.remember(ticket.asked or ticket.request, completion)
         return Sent(completion, attempts, cost)
 
     def failed(self, ticket: Ticket, error: BaseException, attempts: int) -> None:

@@ -30,8 +30,11 @@ from dataclasses import dataclass, field
 __all__ = ["RateGate", "Window", "Slot"]
 
 # Margin for the time between our clock and the server's: a request admitted here at t reaches the
-# server's books a few milliseconds later, and those delays vary.
+# server's books a few milliseconds later, and those delays vary. A 429 doubles the margin (a busy machine
+# delivers less evenly); every QUIET admissions without one halve it again, down to the start.
 GUARD_S = 0.02
+MAX_GUARD_S = 0.25
+QUIET = 200
 # Pacing runs a little faster than the windows allow, so in steady state the windows decide and pacing
 # only spreads requests out.
 PACE = 0.8
@@ -107,11 +110,15 @@ class RateGate:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  sleep_blocking: Callable[[float], None] = time.sleep) -> None:
         self.rpm, self.tpm = rpm, tpm
+        self._base_guard = self._guard = guard
         self._windows: list[tuple[Window, bool]] = []  # (window, counts tokens)
+        self._spans: list[float] = []  # each window's own length, without the guard
         for limit, tokens in ((rpm, False), (tpm, True)):
             if limit:
                 seconds, capacity = share(limit)
                 self._windows.append((Window(capacity, seconds + guard), tokens))
+                self._spans.append(seconds)
+        self._quiet = 0
         self._clock, self._sleep, self._sleep_blocking = clock, sleep, sleep_blocking
         self._lock = threading.Lock()
         self._next = 0.0  # pacing: when the next request may leave
@@ -146,6 +153,9 @@ class RateGate:
             self._next = (self._next if at - self._next < CATCH_UP * spacing else at) + spacing
             self._last = at
             self.acquired += 1
+            self._quiet += 1
+            if self._quiet >= QUIET and self._guard > self._base_guard:
+                self._set_guard(max(self._base_guard, self._guard / 2))
             self.waited_s += at - now
             return slot, at - now
 
@@ -202,7 +212,14 @@ class RateGate:
             self._cool_until = max(self._cool_until, self._clock() + pause)
             # Slots booked before now are void: their holders book again, paced from the cooldown's end.
             self._epoch += 1
+            self._set_guard(min(MAX_GUARD_S, 2 * self._guard + 0.01))
             self._next = self._last = self._cool_until
+
+    def _set_guard(self, guard: float) -> None:
+        """Widen or narrow every window's margin (called holding the lock)."""
+        self._guard, self._quiet = guard, 0
+        for (window, _), span in zip(self._windows, self._spans, strict=True):
+            window.seconds = span + guard
 
     @property
     def cooling(self) -> bool:

@@ -234,12 +234,12 @@ class BatchApiMode:
             return
         try:
             call = self._call(item)
-            request = next(call.flow).requests[0]
+            asked = next(call.flow).requests[0]
+            request = self._sized(asked)[0]
         except AigcError as e:
             accounting.release(held or [])
             books.error(item, e)
             return
-        request = self._sized(request)[0]
         outcome = self.api.outcome(entry, batch, request)
         if isinstance(outcome, AigcError):
             accounting.release(held or [])
@@ -250,7 +250,7 @@ class BatchApiMode:
         accounting.settle(request, self.job.task, held or [], completion=outcome, cost_usd=cost)
         if held is None:  # submitted by an earlier run, under that run's budget
             books.charge(usage.total_tokens, cost)
-        accounting.remember(request, outcome)
+        accounting.remember(asked, outcome)
         books.report.requests += 1
         done = _outcome(call.flow, outcome)
         if done is None:  # the flow wants more rounds after all: finish it directly
