@@ -17,7 +17,7 @@ from .config import Settings, load_settings, updated
 from .engine import Engine
 from .errors import AigcError, InputError
 from .flows import Flow, single, structured
-from .longdoc import Estimate, Planner
+from .longdoc import Estimate, Planner, replanning
 from .retry import RetryPolicy
 from .streams import AsyncTextStream, TextStream
 from .tasks import Task, find_task, get_task, task_for_template
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Client", "AsyncClient", "ClientBase", "Call"]
 
+DEFAULT_CONCURRENCY = 4  # requests in flight at once when neither the settings nor the backend say
 _SETTINGS = ("model", "temperature", "max_output_tokens", "max_tokens", "api_key", "base_url", "timeout",
              "deadline", "max_attempts", "templates_dir", "ledger", "concurrency", "rpm", "tpm")
 
@@ -100,7 +101,8 @@ class ClientBase:
         accounting = Accounting(backend=self.backend.name, base_url=s.base_url,
                                 budgets=(budget,) if budget is not None else (), ledger=self._open_ledger(),
                                 cache=self._open_cache(cache), gate=gate, job=job)
-        self.engine = Engine(self.backend, s, retry, accounting, concurrency=s.concurrency)
+        self.engine = Engine(self.backend, s, retry, accounting, concurrency=s.concurrency or min(
+            DEFAULT_CONCURRENCY, self.backend.max_parallel or DEFAULT_CONCURRENCY))
 
     def _open_ledger(self):
         if not self.settings.ledger:
@@ -210,7 +212,10 @@ class ClientBase:
         """Plan a call from checked variables and options (as :meth:`call` does after binding arguments)."""
         budget = opts.get("budget")
         engine = self.engine.with_budget(budget) if budget is not None else self.engine
-        return Call(task.name, self.flow(task, variables, opts), engine, bool(opts.get("stream")))
+        model = opts.get("model") or self.model
+        flow = replanning(self.flow(task, variables, opts), lambda: self.flow(task, variables, opts),
+                          lambda: self.engine.model_info(model).context_window, stream=bool(opts.get("stream")))
+        return Call(task.name, flow, engine, bool(opts.get("stream")))
 
     def template_call(self, template: str, variables: dict[str, Any] | None, kw: dict[str, Any]) -> Call:
         """Plan a call of a template with any variables (keyword options such as ``model`` are taken out)."""

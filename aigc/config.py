@@ -52,7 +52,11 @@ class Settings(BaseModel):
     max_cost_usd: float | None = Field(None, gt=0, description="budget: money a client may spend in total")
     rpm: float | None = Field(None, gt=0, description="requests per minute this client may send")
     tpm: float | None = Field(None, gt=0, description="tokens per minute (prompt + max output) it may send")
-    concurrency: int = Field(4, ge=1, le=512, description="requests in flight at once for map and long inputs")
+    concurrency: int | None = Field(None, ge=1, le=512, description="requests in flight at once for map and long "
+                                    "inputs; None: 4, or what a local server runs at once (1)")
+    local_server: bool | None = Field(None, description="base_url is a server on this machine or network: stream "
+                                      "every request (timeouts count from the last token) and send one at a "
+                                      "time; None: decide from the address (loopback, private)")
 
     def __repr__(self) -> str:  # pydantic already masks SecretStr; keep it short too
         fields = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if v is not None)

@@ -31,17 +31,23 @@ class DoctorReport(BaseModel):
 
 
 def diagnose(settings: Settings) -> DoctorReport:
-    """Look, without sending a request or loading a model."""
+    """Look, without loading a model or sending a paid request (a compatible server is asked for its models)."""
     hardware = probe(settings)
     config_file = default_config_file(os.environ)
     key = settings.api_key is not None
     hosted = key or settings.base_url is not None
+    note = "the OpenAI API" if hosted else "no API key: set OPENAI_API_KEY or api_key in the config file"
+    problems: list[str] = []
+    if settings.base_url:  # a compatible server: ask it (GET /models), it costs nothing
+        from .backends.openai.discovery import check_server
+
+        hosted, _, note = check_server(settings.base_url, settings.key)
+        if not hosted:
+            problems.append(note)
     backends = [
         BackendStatus(
             name="openai", usable=hosted, default_model=settings.model if settings.resolved_backend() == "openai"
-            and settings.model else "gpt-4o-mini",
-            note=(f"OpenAI-compatible server at {settings.base_url}" if settings.base_url else "the OpenAI API")
-            if hosted else "no API key: set OPENAI_API_KEY or api_key in the config file"),
+            and settings.model else "gpt-4o-mini", note=note),
         BackendStatus(
             name="local", usable=hardware.local_extra_installed and not hardware.model.error,
             default_model=hardware.model.name,
@@ -54,5 +60,5 @@ def diagnose(settings: Settings) -> DoctorReport:
         config_file=str(config_file), config_file_exists=config_file.is_file(),
         data_dir=str(settings.data_dir), cache_dir=str(settings.cache_dir),
         api_key_configured=key, base_url=settings.base_url, default_backend=settings.resolved_backend(),
-        backends=backends, hardware=hardware, problems=list(hardware.problems),
+        backends=backends, hardware=hardware, problems=[*problems, *hardware.problems],
     )

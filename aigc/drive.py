@@ -26,6 +26,7 @@ class Sent:
     attempts: int
     cost_usd: float | None
     cached: bool = False  # answered from the response cache: nothing was sent or spent
+    window_full: bool = False  # cut short because the prompt left too little of the context window
 
 
 @dataclass
@@ -38,10 +39,12 @@ class _Tally:
     requests: int = 0
     model: str = ""
     response_format: str | None = None
+    window_full: bool = False
     warnings: list[str] = field(default_factory=list)
 
     def add(self, sent: Sent) -> None:
         c = sent.completion
+        self.window_full |= sent.window_full and c.finish_reason == "length"
         if sent.cached:
             self.model = c.model
             self.requests += 1
@@ -57,13 +60,21 @@ class _Tally:
         if c.usage_estimated and not any("usage" in w for w in self.warnings):
             self.warnings.append("the server reported no usage; tokens were counted locally")
         if c.response_format in ("json_object", "prompt") and not any("json_schema" in w for w in self.warnings):
-            self.warnings.append(f"the server does not support json_schema output; used {c.response_format}")
+            how = "valid JSON only" if c.response_format == "json_object" else "nothing"
+            self.warnings.append(f"the server did not enforce the json_schema response format ({how} was "
+                                 f"enforced); the schema was asked for in the prompt and checked here")
 
-    def feed(self, flow: Flow, sents: list[Sent]) -> Step:
-        """Count a step's requests and hand their completions to the flow; its next step comes back."""
-        for sent in sents:
-            self.add(sent)
-        return flow.send([sent.completion for sent in sents])
+    def feed(self, flow: Flow, outcomes: list) -> Step:
+        """Count a step's requests and hand their completions to the flow; its next step comes back. A failed
+        request's error is thrown into the flow instead (the requests that did finish are still counted),
+        where a flow that can do better (re-plan for a smaller window) catches it; others let it through."""
+        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        for sent in outcomes:
+            if not isinstance(sent, BaseException):
+                self.add(sent)
+        if failed is not None:
+            return flow.throw(failed)
+        return flow.send([sent.completion for sent in outcomes])
 
     def result(self, outcome: Outcome, task: str, backend: str, started: float) -> Result:
         return Result(
@@ -72,6 +83,8 @@ class _Tally:
             latency_s=round(time.perf_counter() - started, 6), attempts=self.attempts,
             requests=self.requests, reasks=outcome.reasks, parsed=outcome.parsed,
             response_format=self.response_format, warnings=[*self.warnings, *outcome.warnings],
+            cut_by=None if outcome.finish_reason != "length" else
+            "context_window" if self.window_full else "max_output_tokens",
         )
 
 
@@ -103,16 +116,22 @@ class FlowDriver:
                 if stream and step.emit:
                     yield step.emit
                 if stream and step.streamable and len(step.requests) == 1:
-                    sents, trim = [], _Trim() if step.strip else None
-                    for piece in self.stream(step.requests[0], task):
-                        if isinstance(piece, Sent):
-                            sents.append(piece)
-                        elif text := (trim.feed(piece) if trim else piece):
-                            yield text
-                    if step.trailer:
+                    sents, trim, shown = [], _Trim() if step.strip else None, False
+                    try:
+                        for piece in self.stream(step.requests[0], task):
+                            if isinstance(piece, Sent):
+                                sents.append(piece)
+                            elif text := (trim.feed(piece) if trim else piece):
+                                shown = True
+                                yield text
+                    except AigcError as e:
+                        if shown:  # text already reached the caller: nothing can be planned again
+                            raise
+                        sents = [e]
+                    if step.trailer and sents and not isinstance(sents[-1], BaseException):
                         yield step.trailer
                 else:
-                    sents = _all_or_raise(self.execute_many(step.requests, task))
+                    sents = self.execute_many(step.requests, task)
                 step = tally.feed(flow, sents)
         except StopIteration as stop:
             yield tally.result(stop.value, task, self.backend.name, started)
@@ -126,16 +145,22 @@ class FlowDriver:
                 if stream and step.emit:
                     yield step.emit
                 if stream and step.streamable and len(step.requests) == 1:
-                    sents, trim = [], _Trim() if step.strip else None
-                    async for piece in self.astream(step.requests[0], task):
-                        if isinstance(piece, Sent):
-                            sents.append(piece)
-                        elif text := (trim.feed(piece) if trim else piece):
-                            yield text
-                    if step.trailer:
+                    sents, trim, shown = [], _Trim() if step.strip else None, False
+                    try:
+                        async for piece in self.astream(step.requests[0], task):
+                            if isinstance(piece, Sent):
+                                sents.append(piece)
+                            elif text := (trim.feed(piece) if trim else piece):
+                                shown = True
+                                yield text
+                    except AigcError as e:
+                        if shown:
+                            raise
+                        sents = [e]
+                    if step.trailer and sents and not isinstance(sents[-1], BaseException):
                         yield step.trailer
                 else:
-                    sents = _all_or_raise(await self.aexecute_many(step.requests, task))
+                    sents = await self.aexecute_many(step.requests, task)
                 step = tally.feed(flow, sents)
         except StopIteration as stop:
             yield tally.result(stop.value, task, self.backend.name, started)
@@ -158,10 +183,6 @@ class FlowDriver:
                 by_flow[i].append(out)
             for i in order:
                 del steps[i]
-                failed = next((o for o in by_flow[i] if isinstance(o, BaseException)), None)
-                if failed is not None:
-                    done[i] = failed
-                    continue
                 self._advance(i, flows[i], by_flow[i], steps, done, tallies, task, started)
         return [done[i] for i in range(len(flows))]
 
@@ -185,14 +206,6 @@ class FlowDriver:
             done[i] = tallies[i].result(stop.value, task, self.backend.name, started)
         except AigcError as e:
             done[i] = e
-
-
-def _all_or_raise(outcomes: list) -> list[Sent]:
-    """A step's results, or its first failure raised."""
-    for out in outcomes:
-        if isinstance(out, BaseException):
-            raise out
-    return outcomes
 
 
 class _Trim:

@@ -49,6 +49,7 @@ class Ticket:
     tokens: int = 0  # prompt + output cap, for a token gate (0 when nothing needed counting)
     asked: ChatRequest | None = None  # the request as the flow asked it (before its cap was settled): the cache key
     started: float = field(default_factory=time.perf_counter)
+    window_limited: bool = False  # the output cap is what the prompt left of the window, less than asked
 
 
 class EngineBase:
@@ -117,10 +118,12 @@ class EngineBase:
             if request.max_output_tokens is None:
                 request = request.model_copy(update={"max_output_tokens": cap})
             return Ticket(request, task, asked=asked)
+        wanted = cap
         prompt, cap = self.check(request)
         request = request.model_copy(update={"max_output_tokens": cap})
         held = accounting.reserve(prompt + cap, price(info, prompt, cap)) if accounting.budgets else []
-        return Ticket(request, task, held, prompt + cap, asked=asked)
+        return Ticket(request, task, held, prompt + cap, asked=asked,
+                      window_limited=cap < min(wanted, info.max_output_tokens))
 
     def succeeded(self, ticket: Ticket, completion: Completion, attempts: int) -> Sent:
         """Charge, record and cache a finished request."""
@@ -129,7 +132,18 @@ class EngineBase:
         self.accounting.settle(ticket.request, ticket.task, ticket.held, completion=completion, cost_usd=cost,
                                latency_s=time.perf_counter() - ticket.started, attempts=attempts)
         self.accounting.remember(ticket.asked or ticket.request, completion)
-        return Sent(completion, attempts, cost)
+        return Sent(completion, attempts, cost, window_full=self.window_full(ticket, completion))
+
+    @staticmethod
+    def window_full(ticket: Ticket, completion: Completion) -> bool:
+        """True when an answer cut for length was cut by the window, not by the cap asked for: the cap was
+        what the prompt left, or the server stopped before the cap (it clamped the answer to its window)."""
+        if completion.finish_reason != "length":
+            return False
+        cap, usage = ticket.request.max_output_tokens, completion.usage
+        clamped = (cap is not None and usage is not None and not completion.usage_estimated
+                   and 0 < usage.completion_tokens < cap)
+        return ticket.window_limited or clamped
 
     def failed(self, ticket: Ticket, error: BaseException, attempts: int) -> None:
         self.accounting.settle(ticket.request, ticket.task, ticket.held, error=error,

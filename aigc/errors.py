@@ -183,4 +183,14 @@ class BadRequest(BackendError):
 
 
 class ContextLengthExceeded(BadRequest):
-    """The prompt plus requested output is longer than the model's context window."""
+    """The prompt plus requested output is longer than the model's context window.
+
+    ``window``: the window the server said it has, when it said (aigc then re-plans the call to fit);
+    ``prompt_tokens``: the prompt's tokens as the server counted them, when it said.
+    """
+
+    def __init__(self, message: str, *, window: int | None = None, prompt_tokens: int | None = None,
+                 **kw) -> None:
+        super().__init__(message, **kw)
+        self.window = window
+        self.prompt_tokens = prompt_tokens

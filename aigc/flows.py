@@ -69,6 +69,12 @@ def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
             "schema": fix(model.model_json_schema()), "strict": True}
 
 
+def schema_instruction(spec: dict[str, Any]) -> str:
+    """The schema as an instruction in the prompt: for servers not known to enforce it, and for re-asks."""
+    return ("Reply with a single JSON object and nothing else. It must validate against this JSON schema:\n"
+            + json.dumps(spec.get("schema", spec), separators=(",", ":")))
+
+
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 
 
@@ -119,7 +125,7 @@ def structured(request: ChatRequest, schema: type[BaseModel] | dict[str, Any], m
                 *request.messages,
                 Message(role="assistant", content=completion.text),
                 Message(role="user", content=f"That reply is not valid: {problems}. Reply again with only "
-                                             f"the corrected JSON object."),
+                                             f"the corrected JSON object. {schema_instruction(spec)}"),
             ]})
             continue
         dumped = parsed if isinstance(parsed, dict) else parsed.model_dump(mode="json")

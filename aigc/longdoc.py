@@ -250,6 +250,44 @@ class Planner:
         return calls
 
 
+MAX_REPLANS = 2  # new plans for one call after a context-length refusal
+
+
+def replanning(flow: Flow, plan: Callable[[], Flow], window: Callable[[], int], *, stream: bool) -> Flow:
+    """``flow``, planned again with ``plan()`` when a request turns out too long for the window: the
+    server's refusal (or its tokenizer's exact count) taught the backend the real window or count, so the
+    new plan fits where the old one could not. ``window()`` is the model's window as now known.
+
+    At most :data:`MAX_REPLANS` times; never once text has reached a streaming caller; and once requests
+    were paid for, only when the window itself shrank (a new plan would otherwise repeat them).
+    """
+    for replans in range(MAX_REPLANS + 1):
+        planned_for = window()
+        paid = shown = False
+        try:
+            step = next(flow)
+            while True:
+                shown |= stream and bool(step.emit)
+                try:
+                    results = yield step
+                except GeneratorExit:
+                    flow.close()
+                    raise
+                except BaseException as e:  # a failed step: the flow may handle it
+                    step = flow.throw(e)
+                    continue
+                paid |= bool(results)
+                shown |= stream and step.streamable and len(step.requests) == 1
+                step = flow.send(results)
+        except StopIteration as stop:
+            return stop.value
+        except ContextLengthExceeded:
+            if replans == MAX_REPLANS or shown or (paid and window() >= planned_for):
+                raise
+            flow = plan()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def raise_context(window: int, reply: int) -> None:
     raise ContextLengthExceeded(
         f"the context window ({window} tokens) is too small for the template and a {reply}-token reply; "

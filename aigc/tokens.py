@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from .types import Message
 
 __all__ = [
-    "get_encoding", "encoding_for", "count_text", "count_with", "count_many", "count_messages", "OFFLINE_ENCODINGS",
+    "get_encoding", "encoding_for", "count_text", "count_with", "count_many", "count_messages", "count_messages_with",
+    "OFFLINE_ENCODINGS",
     "TOKENS_PER_MESSAGE", "TOKENS_PER_NAME", "REPLY_PRIMER",
 ]
 
@@ -181,7 +182,11 @@ def count_messages(messages: Iterable[Message | Mapping[str, Any]], model: str |
 
     Messages are :class:`aigc.types.Message` or mappings with ``role``, ``content`` and optional ``name``.
     """
-    enc = encoding_for(model)
+    return count_messages_with(encoding_for(model), messages)
+
+
+def count_messages_with(enc: tiktoken.Encoding, messages: Iterable[Message | Mapping[str, Any]]) -> int:
+    """:func:`count_messages` with a given encoding (for servers whose model the table does not know)."""
     total = REPLY_PRIMER
     for message in messages:
         if isinstance(message, Mapping):

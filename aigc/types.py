@@ -67,7 +67,8 @@ class Completion(BaseModel):
     usage: Usage | None = None
     model: str
     request_id: str | None = None
-    # How structured output was obtained: "json_schema", "json_object", "prompt" or None.
+    # How structured output was obtained, as far as the answer verified it: "json_schema" (the server
+    # enforced the schema), "json_object" (it enforced JSON), "prompt" (only the prompt asked) or None.
     response_format: str | None = None
     usage_estimated: bool = False
     # What the server said of its rate limits in this answer's headers (see aigc.ratelimit.Limits).
@@ -98,6 +99,9 @@ class Result(BaseModel):
     parsed: Any = None
     response_format: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    # What cut the text short: "max_output_tokens" (the cap asked for), "context_window" (the prompt left
+    # too little of the window, and a larger cap would not help), or None when it was not cut.
+    cut_by: str | None = None
 
     @property
     def truncated(self) -> bool:

@@ -20,7 +20,14 @@ def isolated_env(monkeypatch, tmp_path):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AIGC_CONFIG", str(tmp_path / "config" / "config.toml"))
     monkeypatch.setenv("AIGC_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("AIGC_CACHE_DIR", str(MODEL_CACHE))
+    # A cache dir of its own (what aigc learns about servers stays in the test), sharing the converted models.
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (MODEL_CACHE / "models").mkdir(parents=True, exist_ok=True)
+    (cache / "models").symlink_to(MODEL_CACHE / "models", target_is_directory=True)
+    monkeypatch.setenv("AIGC_CACHE_DIR", str(cache))
+    # The test server on 127.0.0.1 stands in for the hosted API: no local-server defaults unless a test asks.
+    monkeypatch.setenv("AIGC_LOCAL_SERVER", "false")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     yield tmp_path

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["FakeOpenAIServer", "Fault", "RecordedRequest", "count_prompt_tokens", "example_instance"]
+__all__ = ["Dialect", "FakeOpenAIServer", "Fault", "RecordedRequest", "count_prompt_tokens", "example_instance"]
 
 _O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4")
 
@@ -120,6 +120,52 @@ class Fault:
 
 
 @dataclass
+class Dialect:
+    """How a compatible server departs from the hosted API (the defaults behave like the hosted API).
+
+    Each field is one behaviour seen on a real server; the presets combine them as those servers do.
+    """
+
+    # json_schema response formats: "ok" (enforced), "400" (refused, naming response_format), "500"
+    # (llama-cpp-python: a pydantic literal error as an HTTP 500), "ignored" (transformers serve: accepted
+    # and ignored; the "model" follows a schema stated in the prompt, as an instruction-tuned model would).
+    json_schema: str = "ok"
+    # Server tokens per tiktoken token: a model with another tokenizer (usage and the window count these).
+    token_scale: float = 1.0
+    # vLLM's POST /tokenize: {"model", "prompt"} or {"model", "messages"} -> {"count", "max_model_len", "tokens"}.
+    tokenize: bool = False
+    # Where the context window is advertised: "models" (vLLM's max_model_len in /v1/models), "props"
+    # (llama.cpp's GET /props), "show" (Ollama's POST /api/show), or None: only in a 400's text.
+    window_in: str | None = None
+    # Error bodies: "openai" ({"error": {...}}), "fastapi" ({"detail": "..."}, transformers serve), "litellm"
+    # (a multi-line message wrapped by the proxy, code "400", ContextWindowExceededError for the window).
+    errors: str = "openai"
+    # A model name the server insists on (transformers serve started with one model); others get a 400.
+    pinned: str | None = None
+    # prompt + max_tokens over the window: True clamps the answer to what is left (llama-cpp-python),
+    # False refuses with a 400 (OpenAI, vLLM). A prompt alone over the window is always refused.
+    clamp: bool = False
+    # Streamed usage computed by a gateway rather than the model server (LiteLLM marks it so).
+    estimated_stream_usage: bool = False
+
+    @classmethod
+    def llama_cpp_python(cls) -> Dialect:
+        return cls(json_schema="500", token_scale=1.09, clamp=True)
+
+    @classmethod
+    def transformers_serve(cls) -> Dialect:
+        return cls(json_schema="ignored", token_scale=1.09, errors="fastapi")
+
+    @classmethod
+    def vllm(cls) -> Dialect:
+        return cls(token_scale=1.3, tokenize=True, window_in="models")
+
+    @classmethod
+    def litellm(cls) -> Dialect:
+        return cls(json_schema="500", errors="litellm", estimated_stream_usage=True)
+
+
+@dataclass
 class RecordedRequest:
     """What the server saw of one API request and how it answered (``status`` None: the connection was cut)."""
 
@@ -152,17 +198,25 @@ class _ApiError(Exception):
         return cls(status, fault.message or message, type=type_, code=fault.code or code,
                    retry_after=fault.retry_after, retry_after_ms=fault.retry_after_ms)
 
-    def body(self) -> dict[str, Any]:
+    def body(self, dialect: Dialect | None = None) -> dict[str, Any]:
+        style = dialect.errors if dialect is not None else "openai"
+        if style == "fastapi":
+            return {"detail": self.message}
+        if style == "litellm":
+            kind = "ContextWindowExceededError" if self.code == "context_length_exceeded" else "BadRequestError"
+            message = (f"litellm.{kind}: litellm.BadRequestError: OpenAIException - {self.message}\n"
+                       "Received Model Group=aigc-test\nAvailable Model Group Fallbacks=None")
+            return {"error": {"message": message, "type": None, "param": None, "code": str(self.status)}}
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
-    def answer(self) -> _Answer:
+    def answer(self, dialect: Dialect | None = None) -> _Answer:
         headers = {}
         if self.retry_after is not None:
             headers["retry-after"] = f"{self.retry_after:g}"
         if self.retry_after_ms is not None:
             headers["retry-after-ms"] = f"{self.retry_after_ms:g}"
         wait = self.retry_after_ms / 1000 if self.retry_after_ms is not None else self.retry_after
-        return _Answer(status=self.status, body=self.body(), headers=headers, retry_wait=wait)
+        return _Answer(status=self.status, body=self.body(dialect), headers=headers, retry_wait=wait)
 
 
 @dataclass
@@ -177,6 +231,7 @@ class _Answer:
     drop_after: int | None = None  # stream events sent before the connection is cut
     retry_wait: float | None = None  # seconds the client was told to wait
     usage: dict[str, int] | None = None  # billed if the answer counts as a success
+    token_delay: float = 0.0  # seconds between stream events (a model generating at that pace)
 
 
 # ---- tokens and replies -------------------------------------------------------------------------------------
@@ -239,6 +294,21 @@ def _default_reply(messages: list[dict]) -> str:
     user = [m for m in messages if m.get("role") == "user"]
     words = _text(user[-1].get("content")).split() if user else []
     return "Reply: " + " ".join(words[:12])
+
+
+_STATED_SCHEMA = re.compile(r"JSON schema:\s*(\{.*\})\s*$", re.S)
+
+
+def _schema_in_prompt(messages: list[dict]) -> dict | None:
+    """The JSON schema an instruction in the last user message states, if any."""
+    user = [m for m in messages if m.get("role") == "user"]
+    match = _STATED_SCHEMA.search(_text(user[-1].get("content"))) if user else None
+    if match is None:
+        return None
+    try:
+        return json.loads(match.group(1))
+    except ValueError:
+        return None
 
 
 def _body_key(body: Any) -> str:
@@ -402,6 +472,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         for sent, event in enumerate(answer.events):
+            if answer.token_delay and sent and self.server.fake._stopping.wait(answer.token_delay):
+                self.close_connection = True
+                return
             if answer.drop_after is not None and sent >= answer.drop_after:
                 self.close_connection = True  # cut mid-stream: the chunked body never ends
                 return
@@ -452,10 +525,12 @@ class FakeOpenAIServer:
                  supports_json_schema: bool = True, context_windows: dict[str, int] | None = None,
                  error_rate: float = 0.0, drop_rate: float = 0.0, seed: int | None = None,
                  rpm: float | None = None, tpm: float | None = None, api_key: str | None = None,
-                 batch_polls_to_complete: int = 2):
+                 batch_polls_to_complete: int = 2, dialect: Dialect | None = None, token_delay: float = 0.0):
         self.host, self.port = host, port
         self.latency, self.reply, self.stream_usage = latency, reply, stream_usage
         self.supports_json_schema = supports_json_schema
+        self.dialect = dialect or Dialect()
+        self.token_delay = token_delay  # seconds per streamed piece of a reply (a slow local model)
         self.context_windows = dict(context_windows or {})
         self.error_rate, self.drop_rate, self.seed = error_rate, drop_rate, seed
         self.rpm, self.tpm, self.api_key = rpm, tpm, api_key
@@ -587,6 +662,9 @@ class FakeOpenAIServer:
         ("POST", re.compile(r"/v1/batches"), "_create_batch", True),
         ("GET", re.compile(r"/v1/batches/([^/]+)"), "_retrieve_batch", True),
         ("POST", re.compile(r"/v1/batches/([^/]+)/cancel"), "_cancel_batch", True),
+        ("POST", re.compile(r"/tokenize"), "_tokenize", False),
+        ("GET", re.compile(r"/props"), "_props", False),
+        ("POST", re.compile(r"/api/show"), "_show", False),
     ]
 
     def _dispatch(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> _Answer:
@@ -608,7 +686,7 @@ class FakeOpenAIServer:
             record.fault = self._next_fault() if faultable else None
             answer = self._apply_fault(record.fault) or getattr(self, name)(raw, headers, record.fault, *args)
         except _ApiError as err:
-            answer = err.answer()
+            answer = err.answer(self.dialect)
         answer.headers["x-request-id"] = f"req_{next(self._request_ids)}"
         record.status = None if answer.drop else answer.status
         if name == "_chat":
@@ -692,11 +770,15 @@ class FakeOpenAIServer:
         if self.latency and self._stopping.wait(self.latency):
             return _Answer(drop=True)
         completion = self._complete(body, prompt_tokens)
+        events = self._stream_events(body, completion)
         if not body.get("stream"):
+            # A plain answer comes when the whole reply is generated, at the same pace as a stream's.
+            if self.token_delay and self._stopping.wait(self.token_delay * (len(events) - 1)):
+                return _Answer(drop=True)
             return _Answer(body=completion, usage=completion["usage"])
         cut = fault.stream_drop_after if fault else None
-        return _Answer(events=self._stream_events(body, completion), usage=completion["usage"],
-                       drop_after=None if cut is None else 1 + cut)
+        return _Answer(events=events, usage=completion["usage"], drop_after=None if cut is None else 1 + cut,
+                       token_delay=self.token_delay)
 
     def _check_chat(self, body: Any) -> int:
         """Reject what OpenAI would reject with a 400; return the prompt's tokens."""
@@ -712,23 +794,37 @@ class FakeOpenAIServer:
             value = body.get(name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise _ApiError(400, f"Invalid '{name}': expected a positive integer.", param=name)
+        pinned = self.dialect.pinned
+        if pinned is not None and body["model"] != pinned:
+            raise _ApiError(400, f"Server is pinned to '{pinned}'; requested '{body['model']}'")
         response_format = body.get("response_format")
         if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
-            if not self.supports_json_schema:
+            if self.dialect.json_schema == "500":
+                raise _ApiError(500, "1 validation error for CreateChatCompletionRequest\nresponse_format.type\n"
+                                "  Input should be 'text' or 'json_object' [type=literal_error, "
+                                "input_value='json_schema', input_type=str]", type="server_error")
+            if not self.supports_json_schema or self.dialect.json_schema == "400":
                 raise _ApiError(400, "response_format json_schema is not supported by this server",
                                 param="response_format")
             if not isinstance(response_format.get("json_schema"), dict):
                 raise _ApiError(400, "Missing required parameter: 'response_format.json_schema'.",
                                 param="response_format")
-        prompt_tokens = count_prompt_tokens(body["model"], messages)
+        prompt_tokens = self._scaled(count_prompt_tokens(body["model"], messages))
         self._check_context(body, prompt_tokens)
         return prompt_tokens
+
+    def _scaled(self, tokens: int) -> int:
+        """Tokens as this server's tokenizer counts them."""
+        scale = self.dialect.token_scale
+        return tokens if scale == 1.0 else math.ceil(tokens * scale)
 
     def _check_context(self, body: dict, prompt_tokens: int) -> None:
         window = self.context_windows.get(body["model"])
         completion = body.get("max_completion_tokens") or body.get("max_tokens") or 0
         if window is None or prompt_tokens + completion <= window:
             return
+        if self.dialect.clamp and prompt_tokens < window:
+            return  # the answer is cut to what the window leaves (see _complete)
         with self._lock:
             self._stats["oversize_rejections"] += 1
         raise _ApiError(
@@ -759,19 +855,32 @@ class FakeOpenAIServer:
         if self.reply is not None and (text := self.reply(body)) is not None:
             return text
         response_format = body.get("response_format") or {}
-        if response_format.get("type") == "json_schema":
+        kind = response_format.get("type")
+        if kind == "json_schema" and self.dialect.json_schema == "ignored":
+            kind = None
+        if kind == "json_schema":
             return json.dumps(example_instance(response_format["json_schema"].get("schema", {})))
+        stated = _schema_in_prompt(body["messages"])
+        if stated is not None:  # an instruction-following model: the schema it was told, fenced unless JSON is forced
+            instance = json.dumps(example_instance(stated))
+            return instance if kind == "json_object" else f"Here it is:\n```json\n{instance}\n```"
         text = _default_reply(body["messages"])
-        return json.dumps({"reply": text}) if response_format.get("type") == "json_object" else text
+        return json.dumps({"reply": text}) if kind == "json_object" else text
 
     def _complete(self, body: dict, prompt_tokens: int) -> dict[str, Any]:
         """A chat.completion object for a valid body; cut to max tokens like a real model."""
         model, text, finish = body["model"], self._reply_text(body), "stop"
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        window = self.context_windows.get(model)
+        if window is not None and self.dialect.clamp and (limit is None or prompt_tokens + limit > window):
+            limit = window - prompt_tokens  # what the window leaves
+        if limit and self.dialect.token_scale != 1.0:
+            limit = max(1, math.floor(limit / self.dialect.token_scale))  # in tiktoken tokens
         tokens = _encoding(model).encode_ordinary(text)
         if limit and len(tokens) > limit:
             text, finish = _encoding(model).decode(tokens[:limit]), "length"
-        completion_tokens = _count(model, text)
+        asked = body.get("max_completion_tokens") or body.get("max_tokens") or 1 << 30
+        completion_tokens = min(self._scaled(_count(model, text)), asked)
         return {
             "id": f"chatcmpl-{next(self._ids)}", "object": "chat.completion", "created": int(time.time()),
             "model": model, "system_fingerprint": None,
@@ -803,7 +912,45 @@ class FakeOpenAIServer:
     def _models(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
         names = sorted({*self.context_windows, "gpt-4o-mini"})
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "aigc-tests"} for name in names]
+        if self.dialect.window_in == "models":
+            for item in data:
+                if item["id"] in self.context_windows:
+                    item["max_model_len"] = self.context_windows[item["id"]]
         return _Answer(body={"object": "list", "data": data})
+
+    # -- what some compatible servers add: a tokenizer, window metadata
+
+    def _tokenize(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
+        """vLLM's /tokenize: a prompt (no chat template) or messages (with the chat formula)."""
+        if not self.dialect.tokenize:
+            raise _ApiError(404, "Invalid URL (POST /tokenize)")
+        body = _parse_json(raw)
+        model = body.get("model") or "gpt-4o-mini"
+        if isinstance(body.get("messages"), list):
+            count = self._scaled(count_prompt_tokens(model, body["messages"]))
+        elif isinstance(body.get("prompt"), str):
+            count = self._scaled(_count(model, body["prompt"])) if body["prompt"] else 0
+        else:
+            raise _ApiError(400, "Either 'prompt' or 'messages' is required.")
+        with self._lock:
+            self._stats["tokenize"] = self._stats.get("tokenize", 0) + 1
+        return _Answer(body={"count": count, "max_model_len": self.context_windows.get(model, 8192),
+                             "tokens": list(range(count))})
+
+    def _props(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
+        """llama.cpp's /props: the one model's slot window and the number of slots."""
+        if self.dialect.window_in != "props" or not self.context_windows:
+            raise _ApiError(404, "Invalid URL (GET /props)")
+        window = next(iter(self.context_windows.values()))
+        return _Answer(body={"default_generation_settings": {"n_ctx": window}, "total_slots": 1})
+
+    def _show(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
+        """Ollama's /api/show: the Modelfile's parameters and the model's trained window."""
+        model = (_parse_json(raw) or {}).get("model")
+        if self.dialect.window_in != "show" or model not in self.context_windows:
+            raise _ApiError(404, "Invalid URL (POST /api/show)")
+        return _Answer(body={"parameters": f"num_ctx {self.context_windows[model]}\nstop \"<|im_end|>\"",
+                             "model_info": {"llama.context_length": 8192}})
 
     # -- files and batches
 

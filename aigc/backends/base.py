@@ -31,6 +31,9 @@ class Backend(Protocol):
     default_model: str
     # True when many prompts are best sent together through generate_batch (local models on one device).
     prefers_batches: bool
+    # How many requests the backend's server runs at once, when it is known to be few (a local server);
+    # None: no limit of its own. A client's default concurrency stays within it.
+    max_parallel: int | None
 
     def generate(self, request: ChatRequest) -> Completion: ...
 
@@ -73,6 +76,7 @@ class BaseBackend(abc.ABC):
     name = "base"
     default_model = ""
     prefers_batches = False
+    max_parallel: int | None = None
 
     @abc.abstractmethod
     def generate(self, request: ChatRequest) -> Completion:

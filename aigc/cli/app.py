@@ -106,7 +106,10 @@ class Common:
             typer.echo(result.text)
         for warning in result.warnings:
             typer.echo(f"aigc: note: {warning}", err=True)
-        if result.truncated:
+        if result.truncated and result.cut_by == "context_window":
+            typer.echo("aigc: warning: the output was cut because the prompt filled the model's context window; "
+                       "shorten the input or use a model with a larger window", err=True)
+        elif result.truncated:
             typer.echo("aigc: warning: the output was cut at the token limit; raise --max-output-tokens", err=True)
 
 

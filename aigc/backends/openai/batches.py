@@ -98,5 +98,5 @@ class BatchApi:
             if status in (408, 409, 429) or status >= 500:
                 return errors.ServerError(message, status_code=status)
             return errors.BadRequest(message, status_code=status)
-        return wire.completion_from(body, request, response_format=self.backend.structured_mode,
+        return wire.completion_from(body, request, response_format=self.backend.structured_mode(request.model),
                                     request_id=response.get("request_id"))

@@ -11,25 +11,22 @@ import json
 import re
 from typing import Any
 
+from ...flows import schema_instruction
 from ...types import ChatRequest, Completion, Usage
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def schema_instruction(schema: dict[str, Any]) -> str:
-    """The schema as an instruction, for servers that cannot be trusted to enforce it."""
-    return ("Reply with a single JSON object and nothing else. It must validate against this JSON schema:\n"
-            + json.dumps(schema["schema"], separators=(",", ":")))
-
-
-def request_body(request: ChatRequest, *, official: bool, response_format: str = "json_schema") -> dict[str, Any]:
+def request_body(request: ChatRequest, *, official: bool, response_format: str = "json_schema",
+                 schema_in_prompt: bool = False) -> dict[str, Any]:
     """The JSON body of a chat completion request.
 
     ``official``: the hosted API wants ``max_completion_tokens`` (reasoning models require it); compatible
     servers widely know only ``max_tokens``. ``response_format``: how structured output is asked for —
     ``json_schema`` (the server enforces the schema), ``json_object`` (valid JSON, the schema in the prompt)
-    or ``prompt`` (the schema in the prompt only).
+    or ``prompt`` (the schema in the prompt only). ``schema_in_prompt``: state the schema in the prompt even
+    in ``json_schema`` mode (a server not known to enforce it may ignore the response format).
     """
     messages = [m.model_dump(exclude_none=True) for m in request.messages]
     body: dict[str, Any] = {"model": request.model, "messages": messages}
@@ -42,15 +39,47 @@ def request_body(request: ChatRequest, *, official: bool, response_format: str =
     if request.max_output_tokens is not None:
         body["max_completion_tokens" if official else "max_tokens"] = request.max_output_tokens
     if request.json_schema is not None:
+        if response_format != "json_schema" or schema_in_prompt:
+            body["messages"] = _with_schema(messages, request.json_schema)
         if response_format == "json_schema":
             body["response_format"] = {"type": "json_schema", "json_schema": request.json_schema}
-        else:
-            last = dict(messages[-1])
-            last["content"] = f"{last['content']}\n\n{schema_instruction(request.json_schema)}"
-            body["messages"] = [*messages[:-1], last]
-            if response_format == "json_object":
-                body["response_format"] = {"type": "json_object"}
+        elif response_format == "json_object":
+            body["response_format"] = {"type": "json_object"}
     return body
+
+
+def _with_schema(messages: list[dict[str, Any]], schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """The messages with the schema instruction added to the last user message (once)."""
+    instruction = schema_instruction(schema)
+    at = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=len(messages) - 1)
+    if instruction in str(messages[at].get("content")):
+        return messages
+    out = list(messages)
+    out[at] = {**messages[at], "content": f"{messages[at]['content']}\n\n{instruction}"}
+    return out
+
+
+def enforced(text: str, mode: str, schema: dict[str, Any], finish_reason: str | None) -> str | None:
+    """What an answer shows the server enforced: ``mode`` itself, a weaker mode, or None when a cut answer
+    shows nothing.
+
+    A server that enforces JSON sends JSON only; one that enforces the schema sends its required keys. An
+    answer that is not JSON at all shows that the response format was ignored: only the prompt asked.
+    """
+    if mode == "prompt":
+        return "prompt"
+    if finish_reason == "length":
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return "prompt"
+    if mode == "json_object":
+        return "json_object"
+    required = (schema.get("schema") or {}).get("required") or []
+    if not isinstance(value, dict) or any(key not in value for key in required):
+        return "json_object" if isinstance(value, dict) else "prompt"
+    return "json_schema"
 
 
 def _get(obj: Any, name: str) -> Any:
