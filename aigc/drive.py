@@ -59,6 +59,9 @@ class _Tally:
         self.response_format = c.response_format or self.response_format
         if c.usage_estimated and not any("usage" in w for w in self.warnings):
             self.warnings.append("the server reported no usage; tokens were counted locally")
+        elif c.usage_via and not any("usage" in w for w in self.warnings):
+            self.warnings.append(f"the usage of a streamed answer came from {c.usage_via}, which counts tokens "
+                                 "itself when the server behind it reports none: it may be an estimate")
         if c.response_format in ("json_object", "prompt") and not any("json_schema" in w for w in self.warnings):
             how = "valid JSON only" if c.response_format == "json_object" else "nothing"
             self.warnings.append(f"the server did not enforce the json_schema response format ({how} was "

@@ -196,7 +196,7 @@ class Planner:
         if room < 64:
             raise_context(self.window, reply)
         passages = chunking.split(context, min(PASSAGE_TOKENS, room), counter=self.counter)
-        keep = chunking.select_relevant(passages, self.query(), room - 8 * len(passages), self.counter)
+        keep = chunking.select_relevant(passages, self.query(), room, self.counter, separator_tokens=8)
         chosen = "\n\n[...]\n\n".join(passages[i] for i in keep)
         [done] = yield Step([self.request(**{source: chosen})], streamable=True)
         note = (f"the context was too long; used the {len(keep)} of {len(passages)} passages "

@@ -71,6 +71,9 @@ class Completion(BaseModel):
     # enforced the schema), "json_object" (it enforced JSON), "prompt" (only the prompt asked) or None.
     response_format: str | None = None
     usage_estimated: bool = False
+    # The gateway (e.g. "LiteLLM") that reported a streamed answer's usage: it counts tokens itself when the
+    # server behind it reports none, and does not say which it did, so the figures may be its estimate.
+    usage_via: str | None = None
     # What the server said of its rate limits in this answer's headers (see aigc.ratelimit.Limits).
     limits: dict[str, float] | None = None
 

@@ -688,6 +688,8 @@ class FakeOpenAIServer:
         except _ApiError as err:
             answer = err.answer(self.dialect)
         answer.headers["x-request-id"] = f"req_{next(self._request_ids)}"
+        if self.dialect.errors == "litellm":
+            answer.headers["x-litellm-version"] = "1.108.7"  # what LiteLLM's proxy sends on every answer
         record.status = None if answer.drop else answer.status
         if name == "_chat":
             answer.headers.update(self._window.remaining(time.monotonic(), self.rpm, self.tpm))
@@ -907,6 +909,8 @@ class FakeOpenAIServer:
         events.append(chunk({}, choice["finish_reason"]))
         if with_usage:
             events.append({**base, "choices": [], "usage": completion["usage"]})
+        elif self.dialect.estimated_stream_usage:  # LiteLLM counts the usage itself and sends it anyway
+            events.append({**base, "choices": [{"index": 0, "delta": {}}], "usage": completion["usage"]})
         return events
 
     def _models(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:

@@ -85,7 +85,7 @@ def test_a_verified_json_schema_server_says_so(tmp_path):
 
 # ---- context windows learned from the server ----------------------------------------------------------
 
-WORDS = "river bridge council harbour festival library museum tram market school".split()
+WORDS = ["river", "bridge", "council", "harbour", "festival", "library", "museum", "tram", "market", "school"]
 
 
 def document(paragraphs: int) -> str:
@@ -215,6 +215,16 @@ def test_multi_line_gateway_errors_are_folded_into_one_line():
         assert "\n" not in str(caught.value) and "Invalid model name Received Model Group=x" in str(caught.value)
 
 
+def test_streamed_usage_relayed_by_litellm_is_marked_as_possibly_estimated():
+    """LiteLLM sends a usage chunk even when the server behind it sent none (it counts with its own
+    tokenizer) and does not say which: the result says so rather than passing it off as the server's."""
+    with FakeOpenAIServer(dialect=Dialect.litellm(), stream_usage=False) as server, client_for(server) as client:
+        stream = client.summarize("Rivers and bridges of old towns, and the markets beside them.", stream=True)
+        assert "".join(stream) == stream.result.text
+        assert stream.result.usage.prompt_tokens > 0
+        assert any("LiteLLM" in w and "estimate" in w for w in stream.result.warnings)
+
+
 @pytest.mark.parametrize(("status", "code", "message", "body", "expected"), [
     (400, "context_length_exceeded", "This model's maximum context length is 2048 tokens. However, you "
      "requested 5214 tokens (5000 in the messages, 214 in the completion).", {}, (2048, 5000)),
@@ -302,3 +312,34 @@ def test_doctor_probes_the_base_url(capsys, monkeypatch):
     report = _doctor(capsys, monkeypatch, url)  # stopped: nothing answers there now
     openai_status = next(b for b in report["backends"] if b["name"] == "openai")
     assert not openai_status["usable"] and "does not answer" in openai_status["note"]
+
+
+# ---- the whole way: a 300-page book on a small server with another tokenizer -------------------------------
+
+
+@pytest.mark.slow
+def test_a_300_page_book_on_a_2048_token_server_with_another_tokenizer():
+    """vLLM-like: a 2,048-token window (named in /v1/models), a tokenizer counting 1.3x tiktoken, /tokenize.
+    Summarized, translated and asked about: every request fits (the server would refuse one that does not),
+    and all three complete."""
+    from tests.test_longdoc import BOOK
+
+    def reply(body):  # a "translation" that keeps the text checkable: the source itself
+        content = body["messages"][-1]["content"]
+        if "Translate the text above" in content:
+            return content.rsplit("\n\nTranslate the text above", 1)[0]
+        return None
+
+    with FakeOpenAIServer(context_windows={"tiny-chat": 2048}, dialect=Dialect.vllm(), reply=reply) as server, \
+            client_for(server, model="tiny-chat") as client:
+        assert client.context_window() == 2048 and client.count_tokens(BOOK) > 100 * 2048
+        summary = client.summarize(BOOK)
+        assert summary.text and summary.requests > 100
+        translation = client.translate(BOOK, to="English")
+        assert translation.text == BOOK and translation.requests > 100
+        needle = "The lighthouse keeper's cat is named Marmalade and sleeps on the lantern gallery."
+        answer = client.answer("What is the lighthouse keeper's cat called?",
+                               context=BOOK[:200_000] + "\n\n" + needle + "\n\n" + BOOK[200_000:])
+        assert "Marmalade" in chats(server)[-1].body["messages"][-1]["content"] and answer.text
+        assert server.oversize_rejections == 0
+        assert all(r.status == 200 for r in chats(server))

@@ -24,8 +24,10 @@ def _terms(text: str) -> list[str]:
     return _TERM.findall(text.lower())
 
 
-def select_relevant(chunks: Sequence[str], question: str, room_tokens: int, counter: Any) -> list[int]:
-    """Indices, in document order, of the chunks that best answer ``question`` within ``room_tokens``.
+def select_relevant(chunks: Sequence[str], question: str, room_tokens: int, counter: Any, *,
+                    separator_tokens: int = 0) -> list[int]:
+    """Indices, in document order, of the chunks that best answer ``question`` within ``room_tokens``
+    (each kept chunk costing ``separator_tokens`` more, for what joins it to the next).
 
     Chunks are ranked by BM25 (k1=1.5, b=0.75) over lower-cased word terms of the question (single
     characters for Chinese, Japanese and Korean), ties going to the earlier chunk, and taken in rank order
@@ -51,7 +53,7 @@ def select_relevant(chunks: Sequence[str], question: str, room_tokens: int, coun
                 score += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avg))
         scores.append(score)
     order = sorted(range(len(chunks)), key=lambda k: (-scores[k], k))
-    sizes = sizer.count_many(list(chunks))
+    sizes = [n + separator_tokens for n in sizer.count_many(list(chunks))]
     room, keep = room_tokens, []
     for k in order:
         if sizes[k] <= room:

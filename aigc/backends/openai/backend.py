@@ -141,7 +141,7 @@ class OpenAIBackend(ServerBase):
     def _accumulator(self, stream: Any, request: ChatRequest) -> wire.StreamAccumulator:
         headers = stream.response.headers
         return wire.StreamAccumulator(request, request_id=headers.get("x-request-id"),
-                                      limits=wire.rate_limits(headers))
+                                      limits=wire.rate_limits(headers), via=wire.gateway(headers))
 
     def stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
         stream, mode = self._create(request, self.structured_mode(request.model), stream=True)

@@ -17,6 +17,7 @@ the largest ratio seen is kept, in :class:`~.capabilities.Capabilities`, for the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable
@@ -228,10 +229,8 @@ def _load(tokenizer_file: Path, folder: Path) -> tuple[Any, Any, dict[str, str]]
     except Exception:
         return None
     config: dict[str, Any] = {}
-    try:
+    with contextlib.suppress(OSError, ValueError):
         config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        pass
     source = config.get("chat_template")
     if isinstance(source, list):  # named templates: the default one
         source = next((t.get("template") for t in source if isinstance(t, dict) and t.get("name") == "default"),

@@ -133,6 +133,17 @@ def rate_limits(headers: Any) -> dict[str, float] | None:
     return out or None
 
 
+# Gateways that answer for another server, by a header they always send.
+_GATEWAYS = (("x-litellm-version", "LiteLLM"),)
+
+
+def gateway(headers: Any) -> str | None:
+    """The gateway that relayed an answer (``LiteLLM``), or None for a direct answer."""
+    if headers is None:
+        return None
+    return next((name for header, name in _GATEWAYS if headers.get(header) is not None), None)
+
+
 def _number(text: str) -> float | None:
     try:
         return float(text)
@@ -144,8 +155,9 @@ class StreamAccumulator:
     """Collects streamed chunks into the text, finish reason, usage and request id of one completion."""
 
     def __init__(self, request: ChatRequest, *, request_id: str | None = None,
-                 limits: dict[str, float] | None = None) -> None:
+                 limits: dict[str, float] | None = None, via: str | None = None) -> None:
         self.request = request
+        self.via = via
         self.parts: list[str] = []
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
@@ -177,4 +189,5 @@ class StreamAccumulator:
             request_id=self.request_id,
             response_format=response_format if self.request.json_schema is not None else None,
             limits=self.limits,
+            usage_via=self.via if self.usage is not None else None,
         )
