@@ -60,6 +60,7 @@ def main() -> None:
     server, url = start_server()
     data_dir = tempfile.mkdtemp(prefix="aigc-bench-")
     os.environ["AIGC_DATA_DIR"] = data_dir  # the ledger goes to a scratch folder
+    os.environ["AIGC_LOCAL_SERVER"] = "false"  # the test server stands for the hosted API: plain requests
     try:
         raw = openai.OpenAI(base_url=url, api_key="sk-bench", max_retries=0)
         client = aigc.Client(base_url=url, api_key="sk-bench", model="gpt-4o-mini")

@@ -108,6 +108,25 @@ def test_a_window_named_only_in_the_400_is_learned_and_the_split_re_planned():
         assert server.oversize_rejections == 0
 
 
+async def test_the_async_client_re_plans_too():
+    doc = document(60)
+    with FakeOpenAIServer(context_windows={"tiny-chat": 2048}) as server:
+        async with aigc.AsyncClient(base_url=server.url, api_key=KEY, model="tiny-chat") as client:
+            results = await client.map("summarize", [doc, doc + "\n\nAnd one more."])
+            assert all(isinstance(r, aigc.Result) and r.text for r in results)
+            stream = await client.summarize(doc + "\n\nA third.", stream=True)
+            assert "".join([piece async for piece in stream]) == stream.result.text
+        assert server.oversize_rejections >= 1
+
+
+def test_a_map_over_many_inputs_re_plans_each_one():
+    doc = document(60)
+    with FakeOpenAIServer(context_windows={"tiny-chat": 2048}) as server, \
+            client_for(server, model="tiny-chat") as client:
+        results = client.map("summarize", [doc, doc + "\n\nAnd one more.", "A short one."])
+        assert all(isinstance(r, aigc.Result) and r.text for r in results)
+
+
 def test_litellm_wraps_the_window_error_and_it_is_still_learned():
     with FakeOpenAIServer(context_windows={"tiny-chat": 2048}, dialect=Dialect.litellm()) as server, \
             client_for(server, model="tiny-chat") as client:
