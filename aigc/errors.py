@@ -185,8 +185,9 @@ class BadRequest(BackendError):
 class ContextLengthExceeded(BadRequest):
     """The prompt plus requested output is longer than the model's context window.
 
-    ``window``: the window the server said it has, when it said (aigc then re-plans the call to fit);
-    ``prompt_tokens``: the prompt's tokens as the server counted them, when it said.
+    ``window``: the window the server said it has, when it said; ``prompt_tokens``: the prompt's tokens as
+    the server counted them, when it said; ``learned``: the refusal taught the backend something new (the
+    window, or how the server counts), so the call can be planned again to fit.
     """
 
     def __init__(self, message: str, *, window: int | None = None, prompt_tokens: int | None = None,
@@ -194,3 +195,4 @@ class ContextLengthExceeded(BadRequest):
         super().__init__(message, **kw)
         self.window = window
         self.prompt_tokens = prompt_tokens
+        self.learned = False

@@ -259,7 +259,7 @@ def replanning(flow: Flow, plan: Callable[[], Flow], window: Callable[[], int], 
     new plan fits where the old one could not. ``window()`` is the model's window as now known.
 
     At most :data:`MAX_REPLANS` times; never once text has reached a streaming caller; and once requests
-    were paid for, only when the window itself shrank (a new plan would otherwise repeat them).
+    were paid for, only when the refusal taught something new (a new plan would otherwise repeat them).
     """
     for replans in range(MAX_REPLANS + 1):
         planned_for = window()
@@ -281,8 +281,8 @@ def replanning(flow: Flow, plan: Callable[[], Flow], window: Callable[[], int], 
                 step = flow.send(results)
         except StopIteration as stop:
             return stop.value
-        except ContextLengthExceeded:
-            if replans == MAX_REPLANS or shown or (paid and window() >= planned_for):
+        except ContextLengthExceeded as e:
+            if replans == MAX_REPLANS or shown or (paid and not e.learned and window() >= planned_for):
                 raise
             flow = plan()
     raise AssertionError("unreachable")  # pragma: no cover

@@ -174,6 +174,21 @@ def test_without_a_tokenize_endpoint_the_answers_calibrate_the_margin():
         assert server.oversize_rejections == 0
 
 
+def test_the_right_window_in_a_models_file_and_a_tokenizer_that_counts_more(tmp_path, monkeypatch):
+    """The window is right but tiktoken undercounts (the server's tokenizer counts 1.3x): the first refusal
+    names the server's count, aigc learns the ratio and re-plans, and later calls fit from the start."""
+    models = tmp_path / "models.toml"
+    models.write_text('[models.smollm2]\ncontext_window = 2048\nmax_output_tokens = 1024\n')
+    monkeypatch.setenv("AIGC_MODELS_FILE", str(models))
+    with FakeOpenAIServer(context_windows={"smollm2": 2048}, dialect=Dialect(token_scale=1.3)) as server, \
+            client_for(server, model="smollm2") as client:
+        assert client.summarize(document(150)).text
+        assert server.oversize_rejections >= 1  # tiktoken's count was too low, once
+        server.reset()
+        assert client.summarize(document(150) + "\n\nMore.").text
+        assert server.oversize_rejections == 0
+
+
 def test_a_request_that_cannot_be_split_still_fails_clearly():
     with FakeOpenAIServer(context_windows={"tiny-chat": 2048}) as server, \
             client_for(server, model="tiny-chat") as client:

@@ -86,29 +86,33 @@ class Counting:
         return self.text
 
     # -- calibration ---------------------------------------------------------------------------------
-    def observe(self, messages: list[Message], server_tokens: int) -> None:
-        """The server counted ``server_tokens`` for these messages: learn the ratio, or the template's share."""
+    def observe(self, messages: list[Message], server_tokens: int) -> bool:
+        """The server counted ``server_tokens`` for these messages: learn the ratio, or the template's share.
+        True when that changed what aigc will count."""
         if server_tokens <= 0:
-            return
+            return False
         base = self.base_messages(messages)
         if base >= MIN_SAMPLE:
-            self.learn_ratio(server_tokens / base)
-        else:
-            self.learn_extra(server_tokens - math.ceil(base * self.scale))
+            return self.learn_ratio(server_tokens / base)
+        return self.learn_extra(server_tokens - math.ceil(base * self.scale))
 
-    def learn_ratio(self, ratio: float) -> None:
+    def learn_ratio(self, ratio: float) -> bool:
         current = self.caps.scale
-        if current is None or ratio > current * 1.005:
-            if self.exact and ratio <= 1.0 and current is None:
-                return  # the table's tokenizer is right: nothing to learn
-            self.caps.scale = round(ratio, 4)
-            self.save()
+        if current is not None and ratio <= current * 1.005:
+            return False
+        if self.exact and ratio <= 1.0 and current is None:
+            return False  # the table's tokenizer is right: nothing to learn
+        self.caps.scale = round(ratio, 4)
+        self.save()
+        return True
 
-    def learn_extra(self, residual: int) -> None:
+    def learn_extra(self, residual: int) -> bool:
         residual = min(MAX_EXTRA, max(0, residual))
-        if residual > (self.caps.extra if self.caps.extra is not None else (0 if self.exact else -1)):
-            self.caps.extra = residual
-            self.save()
+        if residual <= (self.caps.extra if self.caps.extra is not None else (0 if self.exact else -1)):
+            return False
+        self.caps.extra = residual
+        self.save()
+        return True
 
 
 class HFCounting(Counting):

@@ -180,7 +180,7 @@ class ServerBase(BaseBackend):
         """What a failure teaches: True when a feature the server lacks was dropped and asking again is
         worthwhile; a context-length refusal records the window and the server's count."""
         if isinstance(err, errors.ContextLengthExceeded):
-            self._learn_window(err, request)
+            err.learned = self._learn_window(err, request)
             return False
         if not isinstance(err, (errors.BadRequest, errors.ServerError)):
             return False
@@ -196,15 +196,18 @@ class ServerBase(BaseBackend):
             return True
         return False
 
-    def _learn_window(self, err: errors.ContextLengthExceeded, request: ChatRequest) -> None:
+    def _learn_window(self, err: errors.ContextLengthExceeded, request: ChatRequest) -> bool:
+        """Record the window and the server's count a refusal names; True when either was news."""
         if self.official:
-            return
+            return False
         caps = self.capabilities(request.model)
-        if err.prompt_tokens:
-            self.counting(request.model).observe(request.messages, err.prompt_tokens)
+        learned = bool(err.prompt_tokens) and self.counting(request.model).observe(request.messages,
+                                                                                   err.prompt_tokens or 0)
         if err.window and err.window != caps.context_window:
             caps.context_window, caps.window_source = err.window, "error"
             self._saver(request.model)()
+            learned = True
+        return learned
 
     def finished(self, completion: Completion, request: ChatRequest, mode: str) -> Completion:
         """A completion with its usage filled in, the structured mode it verified, and the lessons it
