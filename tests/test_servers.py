@@ -144,6 +144,18 @@ def test_a_window_the_server_advertises_is_used_before_anything_is_sent(where):
         assert server.oversize_rejections == 0 and server.request_count > 1
 
 
+def test_a_model_folder_given_as_the_model_name_declares_its_window(tmp_path):
+    """transformers serve takes a folder as the model name: its config.json says how long the model reads."""
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"max_position_embeddings": 1024}')
+    with FakeOpenAIServer(dialect=Dialect.transformers_serve()) as server, \
+            client_for(server, model=str(folder)) as client:
+        assert client.context_window() == 1024
+        result = client.summarize(document(30))
+        assert result.text and server.oversize_rejections == 0 and result.requests > 1
+
+
 def test_a_tokenizer_counting_more_than_tiktoken_is_counted_by_the_server():
     """vLLM with a tokenizer counting 1.3x tiktoken and a /tokenize endpoint: aigc's counts are the server's."""
     with FakeOpenAIServer(context_windows={"tiny-chat": 2048}, dialect=Dialect.vllm()) as server, \

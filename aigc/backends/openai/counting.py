@@ -223,6 +223,20 @@ def find_tokenizer(info: Any, model: str, cache_dir: Path | None) -> tuple[Any, 
     return None
 
 
+def folder_window(model: str) -> tuple[int, str] | None:
+    """The window a model folder's ``config.json`` declares (``max_position_embeddings``), when the model name
+    is a folder on this machine (``transformers serve`` and vLLM take paths); None otherwise."""
+    path = Path(model).expanduser()
+    if len(model) >= 4096 or not (path / "config.json").is_file():
+        return None
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    return (value, "config.json") if isinstance(value, int) and value > 0 else None
+
+
 def _load(tokenizer_file: Path, folder: Path) -> tuple[Any, Any, dict[str, str]] | None:
     try:
         from tokenizers import Tokenizer

@@ -20,7 +20,7 @@ from ...types import ChatRequest, Completion, Message, Usage
 from ..base import BaseBackend
 from . import wire
 from .capabilities import STRUCTURED_MODES, Capabilities, CapabilityStore, server_key
-from .counting import Counting, choose_counting
+from .counting import Counting, choose_counting, folder_window
 from .discovery import ServerInfo
 from .errors import translate_error
 
@@ -126,7 +126,7 @@ class ServerBase(BaseBackend):
         caps = self.capabilities(model)
         if not caps.probed and (not info.known or info.backend == "local"):
             caps.probed = True
-            found = self.probe().window(model)  # type: ignore[union-attr]
+            found = self.probe().window(model) or folder_window(model)  # type: ignore[union-attr]
             if found is not None and (found[0], found[1]) != (caps.context_window, caps.window_source):
                 caps.context_window, caps.window_source = found
                 self._saver(model)()
