@@ -96,15 +96,16 @@ class ServerInfo:
                         if k.endswith(".context_length") and _positive(v)), None)
         match = _NUM_CTX.search(str(show.get("parameters") or ""))
         running = self._get(f"{self.root}/api/ps")
-        loaded = next((m.get("context_length") for m in (running or {}).get("models") or []
-                       if isinstance(m, dict) and model in (m.get("name"), m.get("model"))), None) \
-            if isinstance(running, dict) else None
+        models = running.get("models") if isinstance(running, dict) else None
+        loaded = next((m.get("context_length") for m in models if isinstance(m, dict)
+                       and model in (m.get("name"), m.get("model"))), None) if isinstance(models, list) else None
         value = int(match.group(1)) if match else loaded if _positive(loaded) else OLLAMA_DEFAULT_WINDOW
         return (min(value, trained) if trained else value), "show"
 
     def _litellm_info(self, model: str) -> tuple[int, str] | None:
         info = self._get(f"{self.root}/model/info")
-        for entry in (info or {}).get("data") or [] if isinstance(info, dict) else []:
+        entries = info.get("data") if isinstance(info, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
             if isinstance(entry, dict) and entry.get("model_name") == model:
                 details = entry.get("model_info") or {}
                 value = details.get("max_input_tokens") or details.get("max_tokens")
