@@ -338,26 +338,21 @@ def test_an_explicit_concurrency_wins_over_the_local_default(monkeypatch):
 # ---- aigc doctor asks the server ----------------------------------------------------------------------------
 
 
-def _doctor(capsys, monkeypatch, base_url):
-    monkeypatch.setenv("OPENAI_BASE_URL", base_url)
-    with pytest.raises(SystemExit):
-        main(["doctor", "--json"])
-    return json.loads(capsys.readouterr().out)
-
-
 def test_doctor_probes_the_base_url(capsys, monkeypatch):
+    from aigc.backends.openai.discovery import check_server
+
     with FakeOpenAIServer() as server:
-        report = _doctor(capsys, monkeypatch, server.url)
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        with pytest.raises(SystemExit):
+            main(["doctor", "--json"])
+        report = json.loads(capsys.readouterr().out)
         openai_status = next(b for b in report["backends"] if b["name"] == "openai")
         assert openai_status["usable"] and "gpt-4o-mini" in openai_status["note"]
-        report = _doctor(capsys, monkeypatch, server.url.removesuffix("/v1"))
-        openai_status = next(b for b in report["backends"] if b["name"] == "openai")
-        assert not openai_status["usable"] and "/v1" in openai_status["note"]
-        assert any("404" in p for p in report["problems"])
+        ok, _, note = check_server(server.url.removesuffix("/v1"), None)  # the usual slip: no /v1
+        assert not ok and "404" in note and note.endswith(f"try base_url {server.url}")
         url = server.url
-    report = _doctor(capsys, monkeypatch, url)  # stopped: nothing answers there now
-    openai_status = next(b for b in report["backends"] if b["name"] == "openai")
-    assert not openai_status["usable"] and "does not answer" in openai_status["note"]
+    ok, _, note = check_server(url, None)  # stopped: nothing answers there now
+    assert not ok and "does not answer" in note
 
 
 # ---- the whole way: a 300-page book on a small server with another tokenizer -------------------------------
