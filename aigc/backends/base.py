@@ -34,6 +34,8 @@ class Backend(Protocol):
     # How many requests the backend's server runs at once, when it is known to be few (a local server);
     # None: no limit of its own. A client's default concurrency stays within it.
     max_parallel: int | None
+    # True when answers carry the server's rate limits (Completion.limits), so a client can learn them.
+    reports_limits: bool
 
     def generate(self, request: ChatRequest) -> Completion: ...
 
@@ -77,6 +79,7 @@ class BaseBackend(abc.ABC):
     default_model = ""
     prefers_batches = False
     max_parallel: int | None = None
+    reports_limits = False
 
     @abc.abstractmethod
     def generate(self, request: ChatRequest) -> Completion:

@@ -52,7 +52,7 @@ class Outcomes:
     """The books of one run: journal, outputs, report, budget and progress."""
 
     def __init__(self, job: Job, journal: Journal, report: RunReport, budget: Budget, items: list[Item], *,
-                 run_id: str, jsonl: JsonlOutput | None,
+                 run_id: str, jsonl: JsonlOutput | None, gate: Any = None,
                  progress: Callable[[Progress], None] | None = None) -> None:
         self.job = job
         self.journal = journal
@@ -63,6 +63,7 @@ class Outcomes:
         self.run_id = run_id
         self.jsonl = jsonl
         self.progress = progress
+        self.gate = gate  # the run's rate gate, for the pace and what limits it
         self.stop: tuple[str, str] | None = None  # (outcome, reason) once the run must stop scheduling
         self.started = time.perf_counter()
         self.todo_count = 0
@@ -151,8 +152,12 @@ class Outcomes:
             return
         rows_done = self.report.skipped_done + self._counts["done"]
         usd, tokens = self.spent()
+        elapsed = time.perf_counter() - self.started
+        pace = self.gate.pace() if self.gate is not None and self.gate.active else {}
+        left = self.todo_count - self.finished
+        eta = round(left * elapsed / self.finished, 1) if self.finished and left > 0 else (0.0 if not left else None)
         self.progress(Progress(
             total=len(self.items), done=rows_done, failed=self._counts["failed"],
             pending=len(self.items) - rows_done - self._counts["failed"], todo=self.todo_count,
-            finished=self.finished, cost_usd=usd, tokens=tokens, elapsed_s=time.perf_counter() - self.started,
-            note=note))
+            finished=self.finished, cost_usd=usd, tokens=tokens, elapsed_s=elapsed, note=note,
+            pace_rpm=pace.get("rpm"), pace_tpm=pace.get("tpm"), limited_by=pace.get("limited_by"), eta_s=eta))

@@ -116,7 +116,7 @@ class Runner:
             jsonl = JsonlOutput(job.output_jsonl) if job.output_jsonl is not None else None
             opened.extend([jsonl] if jsonl else [])
             books = self.outcomes = Outcomes(job, journal, report, self.budget, items, run_id=run_id, jsonl=jsonl,
-                                             progress=self.progress)
+                                             gate=client.accounting.gate, progress=self.progress)
             if jsonl is not None:
                 rows = self._recover_jsonl(books, rows)
             elif job.output_dir is not None and remove_leftovers(job.output_dir):
@@ -197,7 +197,7 @@ class Runner:
         r.budget = {"max_cost_usd": self.budget.max_cost_usd, "max_tokens": self.budget.max_total_tokens,
                     "spent_usd": round(self.budget.spent_usd, 8), "spent_tokens": self.budget.spent_tokens}
         gate = client.accounting.gate
-        if gate is not None:
+        if gate is not None and gate.active:
             r.rate = gate.stats()
         r.finished = now()
         r.duration_s = round(time.perf_counter() - books.started, 3)

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 class OpenAIBackend(ServerBase):
     """Chat completions over the openai SDK (sync and async)."""
 
+    reports_limits = True  # x-ratelimit-* headers, where the server sends them
+
     def __init__(
         self,
         settings: Settings,
