@@ -60,13 +60,14 @@ class Capabilities:
     context_window: int | None = None  # learned from the server's metadata or its error text
     window_source: str | None = None  # where it came from: models, props, show, tokenize, error
     tokenizer: str | None = None  # the server's tokenize endpoint: vllm, llamacpp, llama-cpp-python, none
-    scale: float | None = None  # the most server tokens seen per tiktoken token (None: not measured yet)
+    scale: float | None = None  # the most server tokens seen per token of aigc's count (None: not measured)
     extra: int | None = None  # the most tokens the server's chat template was seen to add
+    basis: str | None = None  # what scale and extra were measured against: tiktoken or tokenizer
     version: int = field(default=0, compare=False)
     probed: bool = field(default=False, compare=False)  # metadata asked for in this process
 
     _KEPT = ("structured", "enforced", "stream_options", "context_window", "window_source", "tokenizer",
-             "scale", "extra")
+             "scale", "extra", "basis")
 
     def facts(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k in self._KEPT}

@@ -43,6 +43,7 @@ class Counting:
     """Estimates with tiktoken, scaled by what the server has shown (the fallback, and the base of the others)."""
 
     kind = "estimate"
+    basis = "tiktoken"  # what the learned ratio multiplies
 
     def __init__(self, encoding: str, caps: Capabilities, save: Save, *, exact: bool = False) -> None:
         """``exact``: tiktoken is this model's own tokenizer (the scale only ever rises above 1)."""
@@ -53,16 +54,23 @@ class Counting:
 
     # -- the estimate -------------------------------------------------------------------------------
     @property
+    def measured(self) -> tuple[float | None, int | None]:
+        """The ratio and template share learned for this way of counting (another way's do not apply)."""
+        caps = self.caps
+        return (caps.scale, caps.extra) if caps.basis in (None, self.basis) else (None, None)
+
+    @property
     def scale(self) -> float:
-        measured = self.caps.scale
+        measured = self.measured[0]
         if self.exact:
             return 1.0 if measured is None or measured <= 1.0 else measured * SAFETY
         return UNKNOWN_SCALE if measured is None else max(0.5, measured * SAFETY)
 
     @property
     def extra(self) -> int:
-        if self.caps.extra is not None:
-            return self.caps.extra
+        extra = self.measured[1]
+        if extra is not None:
+            return extra
         return 0 if self.exact else UNKNOWN_EXTRA
 
     def base_text(self, text: str) -> int:
@@ -97,20 +105,21 @@ class Counting:
         return self.learn_extra(server_tokens - math.ceil(base * self.scale))
 
     def learn_ratio(self, ratio: float) -> bool:
-        current = self.caps.scale
+        current, extra = self.measured
         if current is not None and ratio <= current * 1.005:
             return False
         if self.exact and ratio <= 1.0 and current is None:
             return False  # the table's tokenizer is right: nothing to learn
-        self.caps.scale = round(ratio, 4)
+        self.caps.scale, self.caps.extra, self.caps.basis = round(ratio, 4), extra, self.basis
         self.save()
         return True
 
     def learn_extra(self, residual: int) -> bool:
+        current, extra = self.measured
         residual = min(MAX_EXTRA, max(0, residual))
-        if residual <= (self.caps.extra if self.caps.extra is not None else (0 if self.exact else -1)):
+        if residual <= (extra if extra is not None else (0 if self.exact else -1)):
             return False
-        self.caps.extra = residual
+        self.caps.scale, self.caps.extra, self.caps.basis = current, residual, self.basis
         self.save()
         return True
 
@@ -119,6 +128,7 @@ class HFCounting(Counting):
     """The model's own Hugging Face tokenizer, its chat template rendered as transformers renders it."""
 
     kind = "tokenizer"
+    basis = "tokenizer"
 
     def __init__(self, tokenizer: Any, template: Any, special: dict[str, str], caps: Capabilities,
                  save: Save) -> None:
