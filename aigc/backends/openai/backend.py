@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from .batches import BatchApi
 
 
+_MAX_DOWNGRADES = 4  # requests for one attempt: json_schema, json_object, prompt, and no stream_options
+
+
 class OpenAIBackend(ServerBase):
     """Chat completions over the openai SDK (sync and async)."""
 
@@ -98,32 +101,34 @@ class OpenAIBackend(ServerBase):
         return self.finished(completion, request, mode)
 
     # -- generation -------------------------------------------------------------------------------------
-    def _failed(self, e: Exception, request: ChatRequest, stream: bool) -> str:
+    def _failed(self, e: Exception, request: ChatRequest, stream: bool, mode: str, *, last: bool) -> str:
         """Raise the aigc error for an SDK failure, unless dropping a feature the server lacks makes one more
         request worthwhile: then return the structured mode to ask in, and the caller asks again."""
         err = self.translate(e)
-        if not self.learned(err, request, stream):
+        if not self.learned(err, request, stream, mode) or last:
             raise err from None
         return self.structured_mode(request.model)
 
     def _create(self, request: ChatRequest, mode: str, *, stream: bool = False) -> tuple[Any, str]:
-        while True:
+        for tries in range(_MAX_DOWNGRADES):
             try:
                 if stream:
                     return self.client.chat.completions.create(**self._params(request, mode, stream=True)), mode
                 return self.client.chat.completions.with_raw_response.create(**self._params(request, mode)), mode
             except openai.OpenAIError as e:
-                mode = self._failed(e, request, stream)
+                mode = self._failed(e, request, stream, mode, last=tries == _MAX_DOWNGRADES - 1)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _acreate(self, request: ChatRequest, mode: str, *, stream: bool = False) -> tuple[Any, str]:
         chat = self.async_client.chat.completions
-        while True:
+        for tries in range(_MAX_DOWNGRADES):
             try:
                 if stream:
                     return await chat.create(**self._params(request, mode, stream=True)), mode
                 return await chat.with_raw_response.create(**self._params(request, mode)), mode
             except openai.OpenAIError as e:
-                mode = self._failed(e, request, stream)
+                mode = self._failed(e, request, stream, mode, last=tries == _MAX_DOWNGRADES - 1)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def generate(self, request: ChatRequest) -> Completion:
         if self.local_server:

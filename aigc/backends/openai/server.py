@@ -176,9 +176,10 @@ class ServerBase(BaseBackend):
                                  schema_in_prompt=not self.official)
 
     # -- learning from failures and answers ---------------------------------------------------------
-    def learned(self, err: errors.AigcError, request: ChatRequest, stream: bool) -> bool:
-        """What a failure teaches: True when a feature the server lacks was dropped and asking again is
-        worthwhile; a context-length refusal records the window and the server's count."""
+    def learned(self, err: errors.AigcError, request: ChatRequest, stream: bool, mode: str) -> bool:
+        """What a failure of a request sent in structured ``mode`` teaches: True when a feature the server
+        lacks was dropped and asking again is worthwhile; a context-length refusal records the window and
+        the server's count."""
         if isinstance(err, errors.ContextLengthExceeded):
             err.learned = self._learn_window(err, request)
             return False
@@ -186,13 +187,16 @@ class ServerBase(BaseBackend):
             return False
         text = err.message.lower()
         caps = self.capabilities(request.model)
-        if request.json_schema is not None and caps.structured != "prompt" and any(w in text for w in _FORMAT_WORDS):
-            caps.structured = STRUCTURED_MODES[STRUCTURED_MODES.index(caps.structured) + 1]
-            self._saver(request.model)()
+        if request.json_schema is not None and mode != "prompt" and any(w in text for w in _FORMAT_WORDS):
+            weaker = STRUCTURED_MODES[STRUCTURED_MODES.index(mode) + 1]
+            if STRUCTURED_MODES.index(weaker) > STRUCTURED_MODES.index(caps.structured):
+                caps.structured = weaker  # (a request running alongside may have stepped down already)
+                self._saver(request.model)()
             return True
-        if stream and caps.stream_options and ("stream_options" in text or "include_usage" in text):
-            caps.stream_options = False
-            self._saver(request.model)()
+        if stream and ("stream_options" in text or "include_usage" in text):
+            if caps.stream_options:  # (or a request running alongside dropped it already)
+                caps.stream_options = False
+                self._saver(request.model)()
             return True
         return False
 
