@@ -219,7 +219,12 @@ class ClientBase:
         task = self.template_task(template)
         opts = {("max_output_tokens" if k == "max_tokens" else k): kw.pop(k)
                 for k in list(kw) if k in OPTIONS or k == "max_tokens"}
-        values = task.check({**(variables or {}), **kw})
+        given = {**(variables or {}), **kw}
+        used = self.templates.get(template).variables
+        blank = sorted(k for k, v in given.items() if k in used and isinstance(v, str) and not v.strip())
+        if blank:  # a template's default may be blank; a value given for a variable it uses must say something
+            raise InputError(f"template {template!r}: {blank[0]} is empty; give a value or leave it out")
+        values = task.check(given)
         return self.prepare(task, values, {k: v for k, v in opts.items() if v is not None})
 
     # -- the task methods, written once for both clients ------------------------------------------------

@@ -30,7 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jinja2 import BaseLoader, StrictUndefined, TemplateNotFound, TemplateSyntaxError, UndefinedError, nodes
+from jinja2 import (
+    BaseLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+    meta,
+    nodes,
+)
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -71,6 +79,7 @@ class Template:
     origin: str  # "builtin" or "user"
     meta: dict[str, Any] = field(default_factory=dict)
     parents: tuple[str, ...] = ()  # templates it extends, nearest first
+    variables: frozenset[str] = frozenset()  # the variables its text uses (its parents' included)
     _library: TemplateLibrary | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -190,16 +199,25 @@ class TemplateLibrary:
             return cached
         if any(t.path == path for t in self._loaded.values()):
             self.env.cache.clear()  # a template file changed: compile again from the new source
-        meta, body = split_front_matter(path.read_text(encoding="utf-8"), name)
+        front, body = split_front_matter(path.read_text(encoding="utf-8"), name)
         parent = self._extends(body)
         parents: tuple[str, ...] = ()
+        used = self._uses(body)
         if parent and parent.removesuffix(SUFFIX) != name:  # inherit the parent's defaults and variables
             base = self.get(parent.removesuffix(SUFFIX))
-            meta = {**base.meta, **meta, "vars": {**base.meta.get("vars", {}), **meta.get("vars", {})}}
+            front = {**base.meta, **front, "vars": {**base.meta.get("vars", {}), **front.get("vars", {})}}
             parents = (parent, *base.parents)
-        template = Template(name=name, path=path, origin=origin, meta=meta, parents=parents, _library=self)
+            used |= base.variables
+        template = Template(name=name, path=path, origin=origin, meta=front, parents=parents, variables=used,
+                            _library=self)
         self._loaded[key] = template
         return template
+
+    def _uses(self, body: str) -> frozenset[str]:
+        try:
+            return frozenset(meta.find_undeclared_variables(self.env.parse(body)))
+        except TemplateSyntaxError:
+            return frozenset()  # reported with its line number when rendered
 
     def _extends(self, body: str) -> str | None:
         try:
