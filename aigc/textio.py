@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import InputError, OutputError
 
-__all__ = ["decode_text", "write_atomic", "check_writable", "temp_pattern", "TMP_PREFIX"]
+__all__ = ["decode_text", "write_atomic", "check_writable", "check_folder", "temp_pattern", "TMP_PREFIX"]
 
 TMP_PREFIX = ".aigc-"
 
@@ -99,19 +99,29 @@ def write_atomic(path: str | Path, text: str | bytes, *, make_dirs: bool = False
     _fsync_dir(folder)
 
 
-def check_writable(path: str | Path, *, make_dirs: bool = False, owner: str = "w") -> None:
-    """OutputError unless a file could be written at ``path`` now (its folder exists or can be made, and
-    takes a new file; ``path`` is not a folder). Called before paying for what will be written there."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"cannot write {path}: it is a folder", path=str(path))
-    folder = _folder(path, make_dirs)
+def check_folder(folder: str | Path, *, make_dirs: bool = False, owner: str = "w") -> None:
+    """OutputError unless files can be written in ``folder`` now (it exists, or is made, and takes a new
+    file: a probe is created and removed)."""
+    folder = Path(folder)
+    _folder(folder / "probe", make_dirs)
     try:
         fd, tmp = _create_temp(folder, "probe", owner)
     except OSError as e:
-        raise OutputError(f"cannot write {path}: folder {folder} does not take new files ({e.strerror})",
-                          path=str(path)) from None
+        raise OutputError(f"cannot write in {folder}: {e.strerror}", path=str(folder)) from None
     os.close(fd)
     tmp.unlink(missing_ok=True)
+
+
+def check_writable(path: str | Path, *, make_dirs: bool = False, owner: str = "w") -> None:
+    """OutputError unless a file could be written at ``path`` now (its folder exists or can be made, and
+    takes a new file; ``path`` is not a folder nor a read-only file). Called before paying for what will be
+    written there."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder", path=str(path))
+    try:
+        check_folder(path.parent, make_dirs=make_dirs, owner=owner)
+    except OutputError as e:
+        raise OutputError(f"cannot write {path}: {e.message.removeprefix('cannot write ')}", path=str(path)) from None
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputError(f"cannot write {path}: the file is read-only", path=str(path))
