@@ -164,6 +164,10 @@ class Database:
             if conn is not None:
                 conn.close()
             error = self.unusable(e)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
         else:
             error = None
         if error is not None:

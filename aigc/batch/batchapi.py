@@ -75,13 +75,16 @@ class BatchApiMode:
             elif isinstance(prepared, bytes):
                 lines.append((item, prepared))
         for chunk in self._chunks(lines):
+            if books.stop is not None:  # stopped (interrupted) before this chunk went out: it stays pending
+                for item, _ in chunk:
+                    self.client.accounting.release(self.held.pop(item.key, []))
+                continue
             try:
                 await self._submit(chunk)
             except AigcError as e:
                 for item, _ in chunk:
                     self.client.accounting.release(self.held.pop(item.key, []))
                 books.halt("config" if isinstance(e, FATAL) else "failed", f"Batch API: {e}")
-                break
         if direct:
             log.info("%d items need several requests each; running them directly", len(direct))
             await DirectMode(self.client, books).run(direct)
