@@ -58,7 +58,7 @@ class Outcomes:
 
     def __init__(self, job: Job, journal: Journal, report: RunReport, budget: Budget, items: list[Item], *,
                  run_id: str, jsonl: JsonlOutput | None, records: OutputRecords | None = None,
-                 cache: bool = True, progress: Callable[[Progress], None] | None = None) -> None:
+                 cache: bool = True, gate: Any = None, progress: Callable[[Progress], None] | None = None) -> None:
         self.job = job
         self.journal = journal
         self.report = report
@@ -70,6 +70,7 @@ class Outcomes:
         self.records = records
         self.cache = cache
         self.progress = progress
+        self.gate = gate  # the run's rate gate, for the pace and what limits it
         self.stop: tuple[str, str] | None = None  # (outcome, reason) once the run must stop scheduling
         self.stopping = asyncio.Event()  # set with ``stop``: waits (a Batch API poll) end early
         self.inflight: set[asyncio.Task] = set()  # requests being sent now (cancelled if a signal insists)
@@ -183,8 +184,12 @@ class Outcomes:
             return
         rows_done = self.report.skipped_done + self._counts["done"]
         usd, tokens = self.spent()
+        elapsed = time.perf_counter() - self.started
+        pace = self.gate.pace() if self.gate is not None and self.gate.active else {}
+        left = self.todo_count - self.finished
+        eta = round(left * elapsed / self.finished, 1) if self.finished and left > 0 else (0.0 if not left else None)
         self.progress(Progress(
             total=len(self.items), done=rows_done, failed=self._counts["failed"],
             pending=len(self.items) - rows_done - self._counts["failed"], todo=self.todo_count,
-            finished=self.finished, cost_usd=usd, tokens=tokens, elapsed_s=time.perf_counter() - self.started,
-            note=note))
+            finished=self.finished, cost_usd=usd, tokens=tokens, elapsed_s=elapsed, note=note,
+            pace_rpm=pace.get("rpm"), pace_tpm=pace.get("tpm"), limited_by=pace.get("limited_by"), eta_s=eta))

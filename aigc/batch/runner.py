@@ -178,7 +178,8 @@ class Runner:
             self._check_writable(items, pick, rows, jsonl)
             journal.begin_run(run_id, self.via, os.getpid())
             books = self.outcomes = Outcomes(job, journal, report, self.budget, items, run_id=run_id, jsonl=jsonl,
-                                             records=records, cache=self.use_cache, progress=self.progress)
+                                             records=records, cache=self.use_cache, gate=client.accounting.gate,
+                                             progress=self.progress)
             if jsonl is not None:
                 self._settle_jsonl(books, rows)
             else:
@@ -332,7 +333,7 @@ class Runner:
         r.budget = {"max_cost_usd": self.budget.max_cost_usd, "max_tokens": self.budget.max_total_tokens,
                     "spent_usd": round(self.budget.spent_usd, 8), "spent_tokens": self.budget.spent_tokens}
         gate = client.accounting.gate
-        if gate is not None:
+        if gate is not None and gate.active:
             r.rate = gate.stats()
         r.finished = now()
         r.duration_s = round(time.perf_counter() - books.started, 3)

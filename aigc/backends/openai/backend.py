@@ -33,6 +33,7 @@ class OpenAIBackend(BaseBackend):
 
     name = "openai"
     default_model = "gpt-4o-mini"
+    reports_limits = True  # x-ratelimit-* headers, where the server sends them
 
     def __init__(
         self,

@@ -81,7 +81,10 @@ def translate_error(e: BaseException, *, key: str | Iterable[str | None] | None,
         return errors.QuotaExhausted(f"quota exhausted at {where}: {msg} Add credit or raise the limit; "
                                      "retrying will not help", **kw)
     if status == 429:
-        return errors.RateLimited(f"rate limited by {where}: {msg}", retry_after=retry_after, **kw)
+        from .wire import rate_limits
+
+        return errors.RateLimited(f"rate limited by {where}: {msg}", retry_after=retry_after,
+                                  limits=rate_limits(e.response.headers), **kw)
     if status in (408, 409) or status >= 500:
         return errors.ServerError(f"{where} failed with HTTP {status}: {msg}", retry_after=retry_after, **kw)
     if status == 401:
