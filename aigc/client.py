@@ -222,10 +222,7 @@ class ClientBase:
         opts = {("max_output_tokens" if k == "max_tokens" else k): kw.pop(k)
                 for k in list(kw) if k in OPTIONS or k == "max_tokens"}
         given = {**(variables or {}), **kw}
-        used = self.templates.get(template).variables
-        blank = sorted(k for k, v in given.items() if k in used and isinstance(v, str) and not v.strip())
-        if blank:  # a template's default may be blank; a value given for a variable it uses must say something
-            raise InputError(f"template {template!r}: {blank[0]} is empty; give a value or leave it out")
+        self.templates.get(template).refuse_blank(given)
         values = task.check(given)
         return self.prepare(task, values, {k: v for k, v in opts.items() if v is not None})
 

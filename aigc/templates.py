@@ -42,7 +42,7 @@ from jinja2 import (
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .errors import TemplateError, TemplateVariableMissing
+from .errors import InputError, TemplateError, TemplateVariableMissing
 from .types import Message
 
 SUFFIX = ".j2"
@@ -97,6 +97,13 @@ class Template:
     @property
     def default_vars(self) -> dict[str, Any]:
         return dict(self.meta.get("vars", {}))
+
+    def refuse_blank(self, given: dict[str, Any]) -> None:
+        """InputError for a value given as blank text to a variable this template uses: a default may be
+        blank, but a value someone gives is meant to say something (``--var to=" "`` is a mistake)."""
+        blank = sorted(k for k, v in given.items() if k in self.variables and isinstance(v, str) and not v.strip())
+        if blank:
+            raise InputError(f"template {self.name!r}: {blank[0]} is empty; give a value or leave it out")
 
     def render(self, **variables: Any) -> list[Message]:
         """The system and user messages for these variables."""
