@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Client", "AsyncClient", "ClientBase", "Call"]
 
-DEFAULT_CONCURRENCY = 4  # requests in flight at once when neither the settings nor the backend say
 _SETTINGS = ("model", "temperature", "max_output_tokens", "max_tokens", "api_key", "base_url", "timeout",
              "deadline", "max_attempts", "templates_dir", "ledger", "concurrency", "rpm", "tpm")
 
@@ -103,8 +102,7 @@ class ClientBase:
         accounting = Accounting(backend=self.backend.name, base_url=s.base_url,
                                 budgets=(budget,) if budget is not None else (), ledger=self._open_ledger(),
                                 cache=self._open_cache(cache), gate=gate, job=job)
-        self.engine = Engine(self.backend, s, retry, accounting, concurrency=s.concurrency or min(
-            DEFAULT_CONCURRENCY, self.backend.max_parallel or DEFAULT_CONCURRENCY))
+        self.engine = Engine(self.backend, s, retry, accounting, concurrency=s.concurrency)
 
     def _open_ledger(self):
         if not self.settings.ledger:
@@ -214,10 +212,9 @@ class ClientBase:
         """Plan a call from checked variables and options (as :meth:`call` does after binding arguments)."""
         budget = opts.get("budget")
         engine = self.engine.with_budget(budget) if budget is not None else self.engine
-        model = opts.get("model") or self.model
-        flow = replanning(self.flow(task, variables, opts), lambda: self.flow(task, variables, opts),
-                          lambda: self.engine.model_info(model).context_window, stream=bool(opts.get("stream")))
-        return Call(task.name, flow, engine, bool(opts.get("stream")))
+        stream = bool(opts.get("stream"))
+        return Call(task.name, replanning(lambda: self.flow(task, variables, opts),
+                                          lambda: self.context_window(opts.get("model")), stream=stream), engine, stream)
 
     def template_call(self, template: str, variables: dict[str, Any] | None, kw: dict[str, Any]) -> Call:
         """Plan a call of a template with any variables (keyword options such as ``model`` are taken out)."""
@@ -226,7 +223,9 @@ class ClientBase:
         task = self.template_task(template)
         opts = {("max_output_tokens" if k == "max_tokens" else k): kw.pop(k)
                 for k in list(kw) if k in OPTIONS or k == "max_tokens"}
-        values = task.check({**(variables or {}), **kw})
+        given = {**(variables or {}), **kw}
+        self.templates.get(template).refuse_blank(given)
+        values = task.check(given)
         return self.prepare(task, values, {k: v for k, v in opts.items() if v is not None})
 
     # -- the task methods, written once for both clients ------------------------------------------------

@@ -56,12 +56,13 @@ class EngineBase:
     """Every decision about a request, shared by the sync and async paths."""
 
     def __init__(self, backend: Backend, settings: Settings, policy: RetryPolicy, accounting: Accounting, *,
-                 concurrency: int = 4) -> None:
+                 concurrency: int | None = None) -> None:
         self.backend = backend
         self.settings = settings
         self.policy = policy
         self.accounting = accounting
-        self.concurrency = max(1, concurrency)
+        # None: 4, or fewer when the backend's server runs fewer at once (a local server: 1).
+        self.concurrency = max(1, concurrency or getattr(backend, "max_parallel", None) or 4)
 
     def with_budget(self, budget: Any) -> Any:
         """The same engine with one more budget to respect (e.g. a per-call cap)."""

@@ -253,14 +253,19 @@ class Planner:
 MAX_REPLANS = 2  # new plans for one call after a context-length refusal
 
 
-def replanning(flow: Flow, plan: Callable[[], Flow], window: Callable[[], int], *, stream: bool) -> Flow:
-    """``flow``, planned again with ``plan()`` when a request turns out too long for the window: the
-    server's refusal (or its tokenizer's exact count) taught the backend the real window or count, so the
-    new plan fits where the old one could not. ``window()`` is the model's window as now known.
+def replanning(plan: Callable[[], Flow], window: Callable[[], int], *, stream: bool) -> Flow:
+    """The flow ``plan()`` makes (now: a plan that cannot work fails at once), planned again when a request
+    turns out too long for the window: the server's refusal (or its tokenizer's exact count) taught the
+    backend the real window or count, so the new plan fits where the old one could not. ``window()`` is the
+    model's window as now known.
 
     At most :data:`MAX_REPLANS` times; never once text has reached a streaming caller; and once requests
     were paid for, only when the refusal taught something new (a new plan would otherwise repeat them).
     """
+    return _replanned(plan(), plan, window, stream)
+
+
+def _replanned(flow: Flow, plan: Callable[[], Flow], window: Callable[[], int], stream: bool) -> Flow:
     for replans in range(MAX_REPLANS + 1):
         planned_for = window()
         paid = shown = False

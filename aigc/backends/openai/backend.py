@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import openai
 
+from ... import errors
 from ...types import ChatRequest, Completion, StreamDelta
 from . import wire
 from .capabilities import CapabilityStore
@@ -101,12 +102,11 @@ class OpenAIBackend(ServerBase):
         return self.finished(completion, request, mode)
 
     # -- generation -------------------------------------------------------------------------------------
-    def _failed(self, e: Exception, request: ChatRequest, stream: bool, mode: str, *, last: bool) -> str:
+    def _failed(self, err: errors.AigcError, request: ChatRequest, stream: bool, mode: str, *, last: bool) -> str:
         """Raise the aigc error for an SDK failure, unless dropping a feature the server lacks makes one more
         request worthwhile: then return the structured mode to ask in, and the caller asks again."""
-        err = self.translate(e)
         if not self.learned(err, request, stream, mode) or last:
-            raise err from None
+            raise err
         return self.structured_mode(request.model)
 
     def _create(self, request: ChatRequest, mode: str, *, stream: bool = False) -> tuple[Any, str]:
@@ -116,7 +116,9 @@ class OpenAIBackend(ServerBase):
                     return self.client.chat.completions.create(**self._params(request, mode, stream=True)), mode
                 return self.client.chat.completions.with_raw_response.create(**self._params(request, mode)), mode
             except openai.OpenAIError as e:
-                mode = self._failed(e, request, stream, mode, last=tries == _MAX_DOWNGRADES - 1)
+                err = self.translate(e)
+            # outside the except: the SDK error (and the request it holds) is not the aigc error's context
+            mode = self._failed(err, request, stream, mode, last=tries == _MAX_DOWNGRADES - 1)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _acreate(self, request: ChatRequest, mode: str, *, stream: bool = False) -> tuple[Any, str]:
@@ -127,7 +129,9 @@ class OpenAIBackend(ServerBase):
                     return await chat.create(**self._params(request, mode, stream=True)), mode
                 return await chat.with_raw_response.create(**self._params(request, mode)), mode
             except openai.OpenAIError as e:
-                mode = self._failed(e, request, stream, mode, last=tries == _MAX_DOWNGRADES - 1)
+                err = self.translate(e)
+            # outside the except: the SDK error (and the request it holds) is not the aigc error's context
+            mode = self._failed(err, request, stream, mode, last=tries == _MAX_DOWNGRADES - 1)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def generate(self, request: ChatRequest) -> Completion:
@@ -153,27 +157,33 @@ class OpenAIBackend(ServerBase):
     def stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
         stream, mode = self._create(request, self.structured_mode(request.model), stream=True)
         acc = self._accumulator(stream, request)
+        failure = None
         try:
             for chunk in stream:
                 if piece := acc.add(chunk):
                     yield StreamDelta(text=piece)
         except Exception as e:
-            raise self.translate(e) from None
+            failure = self.translate(e)
         finally:
             stream.close()
+        if failure is not None:
+            raise failure
         yield StreamDelta(completion=self.finished(acc.completion(mode), request, mode))
 
     async def astream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         stream, mode = await self._acreate(request, self.structured_mode(request.model), stream=True)
         acc = self._accumulator(stream, request)
+        failure = None
         try:
             async for chunk in stream:
                 if piece := acc.add(chunk):
                     yield StreamDelta(text=piece)
         except Exception as e:
-            raise self.translate(e) from None
+            failure = self.translate(e)
         finally:
             await stream.close()
+        if failure is not None:
+            raise failure
         yield StreamDelta(completion=self.finished(acc.completion(mode), request, mode))
 
 

@@ -180,24 +180,29 @@ def _count(answer: Any) -> int | None:
 
 def check_server(base_url: str, key: str | None, *, timeout: float = PROBE_TIMEOUT) -> tuple[bool, list[str], str]:
     """Whether ``base_url`` answers ``GET /models`` as an OpenAI-compatible server: (ok, model ids, what to
-    say). A 404 from a base URL without ``/v1`` gets the hint to add it."""
+    say, the URL's secrets redacted). A 404 from a base URL without ``/v1`` gets the hint to add it."""
     import openai
 
+    from ...redact import redact_url, url_secrets
     from .errors import one_line, scrub
 
+    shown, secrets = redact_url(base_url) or base_url, (key, *url_secrets(base_url))
+    problem = None
     with openai.OpenAI(base_url=base_url, api_key=key or "not-needed", max_retries=0, timeout=timeout) as client:
         try:
             ids = [m.id for m in client.models.list()]
         except openai.NotFoundError:
-            hint = "" if base_url.rstrip("/").endswith("/v1") else f"; try base_url {base_url.rstrip('/')}/v1"
-            return False, [], f"{base_url} answers 404 for /models: not an OpenAI-compatible API there{hint}"
+            hint = "" if shown.rstrip("/").endswith("/v1") else f"; try base_url {shown.rstrip('/')}/v1"
+            problem = f"{shown} answers 404 for /models: not an OpenAI-compatible API there{hint}"
         except openai.AuthenticationError:
-            return False, [], f"{base_url} answers, but rejects the API key (HTTP 401)"
+            problem = f"{shown} answers, but rejects the API key (HTTP 401)"
         except openai.APIStatusError as e:
-            return False, [], f"{base_url} answers /models with HTTP {e.status_code}: {one_line(scrub(e.message, key), 200)}"
+            problem = f"{shown} answers /models with HTTP {e.status_code}: {one_line(scrub(e.message, secrets), 200)}"
         except openai.APIConnectionError as e:
             cause = e.__cause__ or e.__context__
-            why = f": {one_line(scrub(str(cause), key), 200)}" if cause else ""
-            return False, [], f"{base_url} does not answer{why}; is the server running?"
-    shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
-    return True, ids, f"OpenAI-compatible server at {base_url}" + (f" serving {shown}" if ids else "")
+            why = f": {one_line(scrub(str(cause), secrets), 200)}" if cause else ""
+            problem = f"{shown} does not answer{why}; is the server running?"
+    if problem is not None:
+        return False, [], problem
+    listed = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    return True, ids, f"OpenAI-compatible server at {shown}" + (f" serving {listed}" if ids else "")

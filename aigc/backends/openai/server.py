@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ... import errors
+from ...redact import redact_url, url_secrets
 from ...types import ChatRequest, Completion, Message, Usage
 from ..base import BaseBackend
 from . import wire
@@ -63,7 +64,8 @@ class ServerBase(BaseBackend):
                 "no API key for the openai backend: set OPENAI_API_KEY, api_key in the config file, "
                 "or use --backend local"
             )
-        self.where = settings.base_url or "the OpenAI API"
+        self.where = redact_url(settings.base_url) or "the OpenAI API"
+        self._secrets = (self._key, *url_secrets(settings.base_url))
         self.official = settings.base_url is None
         self.server = "openai" if self.official else server_key(settings.base_url or "")
         local = settings.local_server
@@ -85,8 +87,9 @@ class ServerBase(BaseBackend):
         raise NotImplementedError
 
     def translate(self, e: BaseException) -> errors.AigcError:
-        """An SDK exception as aigc's error, the key scrubbed."""
-        return translate_error(e, key=self._key, where=self.where)
+        """An SDK exception as aigc's error, the secrets scrubbed. Raise it outside the ``except`` block that
+        caught ``e``, so that the SDK exception (and the request it holds) is not its ``__context__``."""
+        return translate_error(e, key=self._secrets, where=self.where)
 
     # -- capabilities --------------------------------------------------------------------------------
     def capabilities(self, model: str) -> Capabilities:
