@@ -131,6 +131,8 @@ class Dialect:
     # (llama-cpp-python: a pydantic literal error as an HTTP 500), "ignored" (transformers serve: accepted
     # and ignored; the "model" follows a schema stated in the prompt, as an instruction-tuned model would).
     json_schema: str = "ok"
+    # Whether a json_object response format may carry a "schema" (llama.cpp's extension); False: a 400.
+    object_schema: bool = True
     # Server tokens per tiktoken token: a model with another tokenizer (usage and the window count these).
     token_scale: float = 1.0
     # vLLM's POST /tokenize: {"model", "prompt"} or {"model", "messages"} -> {"count", "max_model_len", "tokens"}.
@@ -850,6 +852,8 @@ class FakeOpenAIServer:
             if not isinstance(response_format.get("json_schema"), dict):
                 raise _ApiError(400, "Missing required parameter: 'response_format.json_schema'.",
                                 param="response_format")
+        if isinstance(response_format, dict) and "schema" in response_format and not self.dialect.object_schema:
+            raise _ApiError(400, "response_format.schema: Extra inputs are not permitted", param="response_format")
         prompt_tokens = self._scaled(count_prompt_tokens(body["model"], messages))
         self._check_context(body, prompt_tokens)
         return prompt_tokens

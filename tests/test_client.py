@@ -102,7 +102,7 @@ def test_servers_without_json_schema_degrade_to_json_object():
         assert result.parsed.capital == "Paris"
         assert result.response_format == "json_object"
         assert any("json_schema" in w for w in result.warnings)
-        assert server.requests[-1].body["response_format"] == {"type": "json_object"}
+        assert server.requests[-1].body["response_format"]["type"] == "json_object"
         assert "JSON schema" in server.requests[-1].body["messages"][-1]["content"]
 
 

@@ -40,7 +40,8 @@ def test_a_json_schema_500_steps_down_to_json_object_once_per_server(tmp_path):
             assert isinstance(result.parsed, Capital) and result.response_format == "json_object"
             assert server.stats["errors_by_status"] == {500: 1} and server.request_count == 2  # no retries
             sent = chats(server)[-1].body
-            assert sent["response_format"] == {"type": "json_object"}
+            assert sent["response_format"]["type"] == "json_object"
+            assert "population_millions" in sent["response_format"]["schema"]["properties"]  # llama.cpp's extension
             assert '"population_millions"' in sent["messages"][-1]["content"]  # the schema is in the prompt
             client.answer("And of Spain?", schema=Capital)
         with client_for(server) as client:  # another client of this process
@@ -51,6 +52,17 @@ def test_a_json_schema_500_steps_down_to_json_object_once_per_server(tmp_path):
         with client_for(server) as client:
             client.answer("And of Peru?", schema=Capital)
         assert server.stats["errors_by_status"] == {500: 1} and server.request_count == 5
+
+
+def test_a_server_that_refuses_the_schema_in_json_object_gets_plain_json_object():
+    with FakeOpenAIServer(dialect=Dialect(json_schema="400", object_schema=False)) as server, \
+            client_for(server) as client:
+        result = client.answer("What is the capital of France?", schema=Capital)
+        assert isinstance(result.parsed, Capital) and result.response_format == "json_object"
+        assert server.stats["errors_by_status"] == {400: 2}
+        assert chats(server)[-1].body["response_format"] == {"type": "json_object"}
+        client.answer("And of Spain?", schema=Capital)
+        assert server.stats["errors_by_status"] == {400: 2}
 
 
 def test_a_server_that_ignores_response_format_still_gets_the_schema():

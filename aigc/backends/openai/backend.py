@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from .batches import BatchApi
 
 
-_MAX_DOWNGRADES = 4  # requests for one attempt: json_schema, json_object, prompt, and no stream_options
+# Requests for one attempt: json_schema, json_object with and without the schema, prompt, no stream_options.
+_MAX_DOWNGRADES = 5
 
 
 class OpenAIBackend(ServerBase):

@@ -56,6 +56,9 @@ class Capabilities:
 
     structured: str = "json_schema"  # the mode structured output is asked in now (see STRUCTURED_MODES)
     enforced: str | None = None  # the strongest mode this server was seen to enforce
+    # json_object requests carry the schema too (llama.cpp's extension: its grammar then enforces it);
+    # False once the server refused that.
+    object_schema: bool = True
     stream_options: bool = True  # the server accepts stream_options.include_usage
     context_window: int | None = None  # learned from the server's metadata or its error text
     window_source: str | None = None  # where it came from: models, props, show, tokenize, error
@@ -66,7 +69,7 @@ class Capabilities:
     version: int = field(default=0, compare=False)
     probed: bool = field(default=False, compare=False)  # metadata asked for in this process
 
-    _KEPT = ("structured", "enforced", "stream_options", "context_window", "window_source", "tokenizer",
+    _KEPT = ("structured", "enforced", "object_schema", "stream_options", "context_window", "window_source", "tokenizer",
              "scale", "extra", "basis")
 
     def facts(self) -> dict[str, Any]:

@@ -176,7 +176,8 @@ class ServerBase(BaseBackend):
         """The request's JSON body as this server will be sent it (also used for Batch API lines)."""
         return wire.request_body(request, official=self.official,
                                  response_format=mode or self.structured_mode(request.model),
-                                 schema_in_prompt=not self.official)
+                                 schema_in_prompt=not self.official,
+                                 object_schema=not self.official and self.capabilities(request.model).object_schema)
 
     # -- learning from failures and answers ---------------------------------------------------------
     def learned(self, err: errors.AigcError, request: ChatRequest, stream: bool, mode: str) -> bool:
@@ -191,6 +192,10 @@ class ServerBase(BaseBackend):
         text = err.message.lower()
         caps = self.capabilities(request.model)
         if request.json_schema is not None and mode != "prompt" and any(w in text for w in _FORMAT_WORDS):
+            if mode == "json_object" and caps.object_schema:  # first without the schema extension
+                caps.object_schema = False
+                self._saver(request.model)()
+                return True
             weaker = STRUCTURED_MODES[STRUCTURED_MODES.index(mode) + 1]
             if STRUCTURED_MODES.index(weaker) > STRUCTURED_MODES.index(caps.structured):
                 caps.structured = weaker  # (a request running alongside may have stepped down already)

@@ -19,7 +19,7 @@ _SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def request_body(request: ChatRequest, *, official: bool, response_format: str = "json_schema",
-                 schema_in_prompt: bool = False) -> dict[str, Any]:
+                 schema_in_prompt: bool = False, object_schema: bool = False) -> dict[str, Any]:
     """The JSON body of a chat completion request.
 
     ``official``: the hosted API wants ``max_completion_tokens`` (reasoning models require it); compatible
@@ -27,6 +27,8 @@ def request_body(request: ChatRequest, *, official: bool, response_format: str =
     ``json_schema`` (the server enforces the schema), ``json_object`` (valid JSON, the schema in the prompt)
     or ``prompt`` (the schema in the prompt only). ``schema_in_prompt``: state the schema in the prompt even
     in ``json_schema`` mode (a server not known to enforce it may ignore the response format).
+    ``object_schema``: add the schema to a ``json_object`` format, as llama.cpp's servers accept it (their
+    grammar then enforces the schema, not only JSON).
     """
     messages = [m.model_dump(exclude_none=True) for m in request.messages]
     body: dict[str, Any] = {"model": request.model, "messages": messages}
@@ -45,6 +47,8 @@ def request_body(request: ChatRequest, *, official: bool, response_format: str =
             body["response_format"] = {"type": "json_schema", "json_schema": request.json_schema}
         elif response_format == "json_object":
             body["response_format"] = {"type": "json_object"}
+            if object_schema:
+                body["response_format"]["schema"] = request.json_schema.get("schema", {})
     return body
 
 
