@@ -150,10 +150,13 @@ class Dialect:
     clamp: bool = False
     # Streamed usage computed by a gateway rather than the model server (LiteLLM marks it so).
     estimated_stream_usage: bool = False
+    # A streamed request the server refuses (a prompt too long for the window) gets a 200 and an empty
+    # stream, the error only in the server's log (llama-cpp-python raises inside its stream generator).
+    silent_stream_errors: bool = False
 
     @classmethod
     def llama_cpp_python(cls) -> Dialect:
-        return cls(json_schema="500", token_scale=1.09, clamp=True)
+        return cls(json_schema="500", token_scale=1.09, clamp=True, silent_stream_errors=True)
 
     @classmethod
     def transformers_serve(cls) -> Dialect:
@@ -235,6 +238,7 @@ class _Answer:
     retry_wait: float | None = None  # seconds the client was told to wait
     usage: dict[str, int] | None = None  # billed if the answer counts as a success
     token_delay: float = 0.0  # seconds between stream events (a model generating at that pace)
+    done: bool = True  # a stream ends with "data: [DONE]"
 
 
 # ---- tokens and replies -------------------------------------------------------------------------------------
@@ -500,7 +504,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True  # cut mid-stream: the chunked body never ends
                 return
             self._chunk(f"data: {json.dumps(event)}\n\n".encode())
-        self._chunk(b"data: [DONE]\n\n")
+        if answer.done:
+            self._chunk(b"data: [DONE]\n\n")
         self._chunk(b"")
 
     def _chunk(self, data: bytes) -> None:
@@ -718,6 +723,10 @@ class FakeOpenAIServer:
             answer = self._apply_fault(record.fault) or getattr(self, name)(raw, headers, record.fault, *args)
         except _ApiError as err:
             answer = err.answer(self.dialect)
+            if (self.dialect.silent_stream_errors and name == "_chat" and err.status == 400
+                    and isinstance(record.body, dict) and record.body.get("stream")):
+                # A 200, nothing streamed, no [DONE]; nothing billed.
+                answer = _Answer(events=[], done=False, usage={"prompt_tokens": 0, "completion_tokens": 0})
         answer.headers["x-request-id"] = f"req_{next(self._request_ids)}"
         if self.dialect.errors == "litellm":
             answer.headers["x-litellm-version"] = "1.108.7"  # what LiteLLM's proxy sends on every answer

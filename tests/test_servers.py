@@ -341,6 +341,20 @@ def test_a_local_server_is_streamed_so_the_timeout_counts_from_the_last_token(mo
             client.answer("Count to ten.")
 
 
+def test_a_stream_refused_in_silence_is_asked_again_plainly_to_hear_why(monkeypatch):
+    """llama-cpp-python answers a streamed request whose prompt is too long with a 200 and an empty stream:
+    aigc asks once without streaming, hears the 400 and its window, and re-plans."""
+    monkeypatch.delenv("AIGC_LOCAL_SERVER")  # 127.0.0.1: every request is streamed
+    with FakeOpenAIServer(context_windows={"smollm2": 2048}, dialect=Dialect.llama_cpp_python()) as server, \
+            client_for(server, model="smollm2") as client:
+        result = client.summarize(document(60))
+        assert result.text and client.context_window() == 2048
+        refused = [r for r in chats(server) if r.status == 400]
+        assert len(refused) == 1 and not refused[0].body.get("stream")  # the plain re-ask heard it
+        stream = client.summarize(document(61), stream=True)
+        assert "".join(stream) == stream.result.text and stream.result.text
+
+
 def test_an_explicit_concurrency_wins_over_the_local_default(monkeypatch):
     monkeypatch.delenv("AIGC_LOCAL_SERVER")
     with FakeOpenAIServer() as server, client_for(server, concurrency=3) as client:

@@ -169,6 +169,10 @@ class OpenAIBackend(ServerBase):
             stream.close()
         if failure is not None:
             raise failure
+        if acc.empty:  # closed without a word (llama-cpp-python, when it refuses): ask plainly to hear why
+            raw, mode = self._create(request, mode)
+            yield from _whole(self._parsed(raw, request, mode))
+            return
         yield StreamDelta(completion=self.finished(acc.completion(mode), request, mode))
 
     async def astream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
@@ -185,7 +189,19 @@ class OpenAIBackend(ServerBase):
             await stream.close()
         if failure is not None:
             raise failure
+        if acc.empty:
+            raw, mode = await self._acreate(request, mode)
+            for delta in _whole(self._parsed(raw, request, mode)):
+                yield delta
+            return
         yield StreamDelta(completion=self.finished(acc.completion(mode), request, mode))
+
+
+def _whole(completion: Completion) -> Iterator[StreamDelta]:
+    """A completion as a stream: its text in one piece, then itself."""
+    if completion.text:
+        yield StreamDelta(text=completion.text)
+    yield StreamDelta(completion=completion)
 
 
 def _last(deltas: Iterator[StreamDelta]) -> Completion:

@@ -162,6 +162,7 @@ class StreamAccumulator:
                  limits: dict[str, float] | None = None, via: str | None = None) -> None:
         self.request = request
         self.via = via
+        self.chunks = 0
         self.parts: list[str] = []
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
@@ -169,8 +170,14 @@ class StreamAccumulator:
         self.request_id = request_id
         self.limits = limits
 
+    @property
+    def empty(self) -> bool:
+        """True when the stream ended before a single chunk (no text, no finish, no usage)."""
+        return self.chunks == 0
+
     def add(self, chunk: Any) -> str:
         """Take one chunk; return its new text."""
+        self.chunks += 1
         self.model = chunk.model or self.model
         if chunk.usage is not None:
             self.usage = usage_from(chunk.usage)
