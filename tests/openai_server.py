@@ -725,8 +725,13 @@ class FakeOpenAIServer:
             answer = err.answer(self.dialect)
             if (self.dialect.silent_stream_errors and name == "_chat" and err.status == 400
                     and isinstance(record.body, dict) and record.body.get("stream")):
-                # A 200, nothing streamed, no [DONE]; nothing billed.
-                answer = _Answer(events=[], done=False, usage={"prompt_tokens": 0, "completion_tokens": 0})
+                # A 200, nothing streamed, no [DONE]; nothing billed. Behind LiteLLM: an empty "stop".
+                events = [] if self.dialect.errors != "litellm" else [
+                    {"id": "chatcmpl-0", "object": "chat.completion.chunk", "created": int(time.time()),
+                     "model": record.body.get("model"),
+                     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+                answer = _Answer(events=events, done=bool(events),
+                                 usage={"prompt_tokens": 0, "completion_tokens": 0})
         answer.headers["x-request-id"] = f"req_{next(self._request_ids)}"
         if self.dialect.errors == "litellm":
             answer.headers["x-litellm-version"] = "1.108.7"  # what LiteLLM's proxy sends on every answer

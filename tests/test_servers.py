@@ -355,6 +355,15 @@ def test_a_stream_refused_in_silence_is_asked_again_plainly_to_hear_why(monkeypa
         assert "".join(stream) == stream.result.text and stream.result.text
 
 
+def test_behind_litellm_the_silent_refusal_is_an_empty_stop_and_still_heard(monkeypatch):
+    monkeypatch.delenv("AIGC_LOCAL_SERVER")
+    dialect = Dialect(json_schema="500", errors="litellm", silent_stream_errors=True)
+    with FakeOpenAIServer(context_windows={"smollm2": 2048}, dialect=dialect) as server, \
+            client_for(server, model="smollm2") as client:
+        result = client.summarize(document(60))
+        assert result.text and client.context_window() == 2048
+
+
 def test_an_explicit_concurrency_wins_over_the_local_default(monkeypatch):
     monkeypatch.delenv("AIGC_LOCAL_SERVER")
     with FakeOpenAIServer() as server, client_for(server, concurrency=3) as client:

@@ -169,7 +169,7 @@ class OpenAIBackend(ServerBase):
             stream.close()
         if failure is not None:
             raise failure
-        if acc.empty:  # closed without a word (llama-cpp-python, when it refuses): ask plainly to hear why
+        if acc.hollow:  # no text, no usage: a refusal inside the stream (llama-cpp-python); ask plainly to hear why
             raw, mode = self._create(request, mode)
             yield from _whole(self._parsed(raw, request, mode))
             return
@@ -189,7 +189,7 @@ class OpenAIBackend(ServerBase):
             await stream.close()
         if failure is not None:
             raise failure
-        if acc.empty:
+        if acc.hollow:
             raw, mode = await self._acreate(request, mode)
             for delta in _whole(self._parsed(raw, request, mode)):
                 yield delta

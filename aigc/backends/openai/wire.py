@@ -162,7 +162,6 @@ class StreamAccumulator:
                  limits: dict[str, float] | None = None, via: str | None = None) -> None:
         self.request = request
         self.via = via
-        self.chunks = 0
         self.parts: list[str] = []
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
@@ -171,13 +170,13 @@ class StreamAccumulator:
         self.limits = limits
 
     @property
-    def empty(self) -> bool:
-        """True when the stream ended before a single chunk (no text, no finish, no usage)."""
-        return self.chunks == 0
+    def hollow(self) -> bool:
+        """True when the stream brought neither text nor usage: a server that fails inside its stream sends
+        nothing (llama-cpp-python) or, behind a gateway, an empty "stop" (LiteLLM) — not an answer."""
+        return not self.parts and self.usage is None
 
     def add(self, chunk: Any) -> str:
         """Take one chunk; return its new text."""
-        self.chunks += 1
         self.model = chunk.model or self.model
         if chunk.usage is not None:
             self.usage = usage_from(chunk.usage)
