@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -53,6 +53,33 @@ class Settings(BaseModel):
     rpm: float | None = Field(None, gt=0, description="requests per minute this client may send")
     tpm: float | None = Field(None, gt=0, description="tokens per minute (prompt + max output) it may send")
     concurrency: int = Field(4, ge=1, le=512, description="requests in flight at once for map and long inputs")
+    fallback: list[str] = Field(default_factory=list, description="backends (or backend/model) that take over, in "
+                                "order, when retries run out on transient errors or the quota is exhausted")
+    fallback_cooldown: float = Field(30.0, ge=0, description="seconds a failed-over backend is skipped before "
+                                     "it is tried again")
+    redact: bool = Field(False, description="replace e-mail addresses, phone, card and account numbers with "
+                         "placeholders before sending; put them back in the output")
+    redact_region: str | None = Field(None, pattern=r"^[A-Za-z]{2}$", description="region for phone numbers "
+                                      "written without a country code, e.g. DE, US")
+    moderate: bool = Field(False, description="check input and output with the moderation endpoint")
+    moderation_model: str = Field("omni-moderation-latest", description="the moderation endpoint's model")
+    moderation_thresholds: dict[str, float] = Field(default_factory=dict, description="category -> score at "
+                                                    "or above which an item is stopped (else the endpoint's flag)")
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _fallback_list(cls, value: Any) -> Any:
+        """``AIGC_FALLBACK=local,openai/gpt-4o-mini`` (one string) is a list too."""
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    @field_validator("moderation_thresholds", mode="before")
+    @classmethod
+    def _threshold_pairs(cls, value: Any) -> Any:
+        """``violence=0.5,hate=0.3`` (one string, e.g. from the environment) is a table too."""
+        if not isinstance(value, str):
+            return value
+        pairs = [p.partition("=") for p in value.split(",") if p.strip()]
+        return {k.strip(): v.strip() for k, _, v in pairs}
 
     def __repr__(self) -> str:  # pydantic already masks SecretStr; keep it short too
         fields = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if v is not None)

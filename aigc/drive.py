@@ -26,6 +26,8 @@ class Sent:
     attempts: int
     cost_usd: float | None
     cached: bool = False  # answered from the response cache: nothing was sent or spent
+    backend: str | None = None  # the backend that answered, when not the engine's own (a failover)
+    failover: str | None = None  # why it answered instead
 
 
 @dataclass
@@ -39,9 +41,15 @@ class _Tally:
     model: str = ""
     response_format: str | None = None
     warnings: list[str] = field(default_factory=list)
+    backend: str | None = None
+    failover: str | None = None
 
     def add(self, sent: Sent) -> None:
         c = sent.completion
+        if sent.failover is not None:
+            self.backend, self.failover = sent.backend, sent.failover
+            if sent.failover not in self.warnings:
+                self.warnings.append(sent.failover)
         if sent.cached:
             self.model = c.model
             self.requests += 1
@@ -67,7 +75,8 @@ class _Tally:
 
     def result(self, outcome: Outcome, task: str, backend: str, started: float) -> Result:
         return Result(
-            text=outcome.text, task=task, model=self.model, backend=backend,
+            text=outcome.text, task=task, model=self.model, backend=self.backend or backend,
+            failover=self.failover, redactions=outcome.redactions,
             finish_reason=outcome.finish_reason, usage=self.usage, cost_usd=self.cost_usd,
             latency_s=round(time.perf_counter() - started, 6), attempts=self.attempts,
             requests=self.requests, reasks=outcome.reasks, parsed=outcome.parsed,
@@ -102,13 +111,18 @@ class FlowDriver:
             while True:
                 if stream and step.emit:
                     yield step.emit
+                if step.probe is not None:
+                    step = flow.send(step.probe.run(self))
+                    continue
                 if stream and step.streamable and len(step.requests) == 1:
-                    sents, trim = [], _Trim() if step.strip else None
+                    sents, shown = [], _Shown(step)
                     for piece in self.stream(step.requests[0], task):
                         if isinstance(piece, Sent):
                             sents.append(piece)
-                        elif text := (trim.feed(piece) if trim else piece):
+                        elif text := shown.feed(piece):
                             yield text
+                    if text := shown.flush():
+                        yield text
                     if step.trailer:
                         yield step.trailer
                 else:
@@ -125,13 +139,18 @@ class FlowDriver:
             while True:
                 if stream and step.emit:
                     yield step.emit
+                if step.probe is not None:
+                    step = flow.send(await step.probe.arun(self))
+                    continue
                 if stream and step.streamable and len(step.requests) == 1:
-                    sents, trim = [], _Trim() if step.strip else None
+                    sents, shown = [], _Shown(step)
                     async for piece in self.astream(step.requests[0], task):
                         if isinstance(piece, Sent):
                             sents.append(piece)
-                        elif text := (trim.feed(piece) if trim else piece):
+                        elif text := shown.feed(piece):
                             yield text
+                    if text := shown.flush():
+                        yield text
                     if step.trailer:
                         yield step.trailer
                 else:
@@ -180,7 +199,10 @@ class FlowDriver:
 
     def _advance(self, i, flow, sents, steps, done, tallies, task, started) -> None:
         try:
-            steps[i] = next(flow) if sents is None else tallies[i].feed(flow, sents)
+            step = next(flow) if sents is None else tallies[i].feed(flow, sents)
+            while step.probe is not None:  # probes are quick checks: run them in place
+                step = flow.send(step.probe.run(self))
+            steps[i] = step
         except StopIteration as stop:
             done[i] = tallies[i].result(stop.value, task, self.backend.name, started)
         except AigcError as e:
@@ -193,6 +215,23 @@ def _all_or_raise(outcomes: list) -> list[Sent]:
         if isinstance(out, BaseException):
             raise out
     return outcomes
+
+
+class _Shown:
+    """What the caller sees of a streamed step: its text filter first, then the whitespace trim."""
+
+    def __init__(self, step: Step) -> None:
+        self.filter = step.text_filter
+        self.trim = _Trim() if step.strip else None
+
+    def feed(self, piece: str) -> str:
+        if self.filter is not None:
+            piece = self.filter.feed(piece)
+        return self.trim.feed(piece) if self.trim is not None and piece else piece
+
+    def flush(self) -> str:
+        rest = self.filter.flush() if self.filter is not None else ""
+        return self.trim.feed(rest) if self.trim is not None and rest else rest
 
 
 class _Trim:

@@ -2,7 +2,8 @@
 
 Every request is recorded, failed ones included, with its tokens, its cost (NULL when the model's price
 is unknown), latency, status and attempts. Prompts and responses are stored only when the ledger was
-opened with ``store_prompts=True``; API keys never are. Times are UTC, and so are report days.
+opened with ``store_prompts=True``; API keys never are. Of values redacted before sending, only their
+counts are kept (``{"email": 1, "phone": 2}``). Times are UTC, and so are report days.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ _STOP, _HURRY = object(), object()
 LINGER_S = 0.2
 _INSERT = (
     "INSERT INTO requests (time, backend, model, task, prompt_tokens, completion_tokens, cost_usd,"
-    " latency_s, status, attempts, request_id, job, prompt, response)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " latency_s, status, attempts, request_id, job, prompt, response, redactions)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _open_ledgers: weakref.WeakSet = weakref.WeakSet()
 
@@ -78,6 +79,9 @@ MIGRATIONS.register(
     """,
 )
 
+# `--redact` keeps sensitive values away from the server; the ledger says how many, never which.
+MIGRATIONS.register("m003_add_redactions", "ALTER TABLE requests ADD COLUMN redactions TEXT")
+
 _GROUP_EXPR: dict[str, str] = {
     "model": "model",
     "task": "task",
@@ -118,6 +122,7 @@ class LedgerEntry:
     job: str | None = None
     prompt: str | None = field(default=None, repr=False)
     response: str | None = field(default=None, repr=False)
+    redactions: str | None = None  # JSON counts by kind of the values replaced before sending
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -199,7 +204,7 @@ class Ledger:
             _stamp(entry.time), entry.backend, entry.model, entry.task,
             entry.prompt_tokens, entry.completion_tokens, entry.cost_usd, entry.latency_s,
             entry.status, entry.attempts, entry.request_id, entry.job,
-            entry.prompt if keep else None, entry.response if keep else None,
+            entry.prompt if keep else None, entry.response if keep else None, entry.redactions,
         )
         with self._idle:
             self._pending += 1

@@ -57,6 +57,19 @@ class ChatRequest(BaseModel):
     json_schema: dict[str, Any] | None = None
     # Seconds for one attempt; the retry layer may shrink it to fit the overall deadline.
     timeout: float | None = None
+    # Ask for the output tokens' log-probabilities, with this many alternatives per token (0: none).
+    logprobs: int | None = Field(None, ge=0, le=20)
+    # How many values of each kind were replaced by placeholders before sending (aigc.redact): counts only,
+    # never sent, cached or stored as anything but counts.
+    redactions: dict[str, int] | None = Field(None, exclude=True)
+
+
+class TokenLogprob(BaseModel):
+    """One output token with its log-probability, and the most likely alternatives at its place."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = Field(default_factory=list)
 
 
 class Completion(BaseModel):
@@ -72,6 +85,18 @@ class Completion(BaseModel):
     usage_estimated: bool = False
     # What the server said of its rate limits in this answer's headers (see aigc.ratelimit.Limits).
     limits: dict[str, float] | None = None
+    # The output tokens' log-probabilities, when the request asked for them and the backend gives them.
+    logprobs: list[TokenLogprob] | None = None
+
+
+class Scores(BaseModel):
+    """How likely a model finds each of some replies to one prompt: the log-probability of each reply's
+    tokens, summed (``tokens`` says how many each had)."""
+
+    logprobs: list[float]
+    tokens: list[int]
+    prompt_tokens: int
+    model: str
 
 
 class StreamDelta(BaseModel):
@@ -98,6 +123,10 @@ class Result(BaseModel):
     parsed: Any = None
     response_format: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    # Why another backend than the first one answered (``backend`` says which did); None when it did not.
+    failover: str | None = None
+    # Values replaced by placeholders before anything was sent, by kind (counts only; see aigc.redact).
+    redactions: dict[str, int] = Field(default_factory=dict)
 
     @property
     def truncated(self) -> bool:

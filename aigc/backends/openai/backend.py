@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ...config import Settings
     from ...models import ModelInfo
     from .batches import BatchApi
+    from .moderation import OpenAIModeration
 
 
 class OpenAIBackend(BaseBackend):
@@ -54,6 +55,7 @@ class OpenAIBackend(BaseBackend):
         # Capabilities learned from this server's answers, so each downgrade costs one request only.
         self._response_format = "json_schema"
         self._stream_options = True
+        self._logprobs = True
         self._tables: Any = None
 
     # -- clients --------------------------------------------------------------------------------------
@@ -87,6 +89,11 @@ class OpenAIBackend(BaseBackend):
 
         return BatchApi(self)
 
+    def moderation_api(self) -> OpenAIModeration:
+        from .moderation import OpenAIModeration
+
+        return OpenAIModeration(self, self.settings.moderation_model)
+
     def translate(self, e: BaseException) -> errors.AigcError:
         """An SDK exception as aigc's error, the key scrubbed."""
         return translate_error(e, key=self._key, where=self.where)
@@ -103,6 +110,8 @@ class OpenAIBackend(BaseBackend):
     # -- request shaping --------------------------------------------------------------------------------
     def body(self, request: ChatRequest) -> dict[str, Any]:
         """The request's JSON body as this server will be sent it (also used for Batch API lines)."""
+        if request.logprobs is not None and not self._logprobs:
+            request = request.model_copy(update={"logprobs": None})
         return wire.request_body(request, official=self.official, response_format=self._response_format)
 
     def _params(self, request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
@@ -127,6 +136,9 @@ class OpenAIBackend(BaseBackend):
             return True
         if stream and self._stream_options and ("stream_options" in text or "include_usage" in text):
             self._stream_options = False
+            return True
+        if request.logprobs is not None and self._logprobs and "logprobs" in text:
+            self._logprobs = False  # a server without log-probabilities: answers come without confidence
             return True
         return False
 
