@@ -67,6 +67,16 @@ class _Tally:
         if c.response_format in ("json_object", "prompt") and not any("json_schema" in w for w in self.warnings):
             self.warnings.append(f"the server does not support json_schema output; used {c.response_format}")
 
+    def probed(self, flow: Flow, answer: Any) -> Step:
+        """Count what a probe computed (label scoring has usage; a moderation check has none) and hand its
+        answer to the flow."""
+        usage = getattr(answer, "usage", None)
+        if isinstance(usage, Usage):
+            self.usage = self.usage + usage
+            self.requests += 1
+            self.model = getattr(answer, "model", self.model)
+        return flow.send(answer)
+
     def feed(self, flow: Flow, sents: list[Sent]) -> Step:
         """Count a step's requests and hand their completions to the flow; its next step comes back."""
         for sent in sents:
@@ -112,7 +122,7 @@ class FlowDriver:
                 if stream and step.emit:
                     yield step.emit
                 if step.probe is not None:
-                    step = flow.send(step.probe.run(self))
+                    step = tally.probed(flow, step.probe.run(self))
                     continue
                 if stream and step.streamable and len(step.requests) == 1:
                     sents, shown = [], _Shown(step)
@@ -140,7 +150,7 @@ class FlowDriver:
                 if stream and step.emit:
                     yield step.emit
                 if step.probe is not None:
-                    step = flow.send(await step.probe.arun(self))
+                    step = tally.probed(flow, await step.probe.arun(self))
                     continue
                 if stream and step.streamable and len(step.requests) == 1:
                     sents, shown = [], _Shown(step)
@@ -201,7 +211,7 @@ class FlowDriver:
         try:
             step = next(flow) if sents is None else tallies[i].feed(flow, sents)
             while step.probe is not None:  # probes are quick checks: run them in place
-                step = flow.send(step.probe.run(self))
+                step = tallies[i].probed(flow, step.probe.run(self))
             steps[i] = step
         except StopIteration as stop:
             done[i] = tallies[i].result(stop.value, task, self.backend.name, started)

@@ -98,6 +98,11 @@ class Scores(BaseModel):
     prompt_tokens: int
     model: str
 
+    @property
+    def usage(self) -> Usage:
+        """What the scoring pass computed, as usage (its replies were read, not generated)."""
+        return Usage(prompt_tokens=self.prompt_tokens)
+
 
 class StreamDelta(BaseModel):
     """A piece of streamed text; the last one carries the finished Completion."""
