@@ -16,7 +16,7 @@ from .assembly import fallback_engine, open_cache, open_ledger, open_moderator
 from .backends.base import Backend, create_backend
 from .config import Settings, load_settings, updated
 from .engine import Engine
-from .errors import AigcError, InputError
+from .errors import AigcError
 from .flows import Flow, single, structured
 from .guard import around
 from .longdoc import Estimate, Planner
@@ -24,11 +24,12 @@ from .retry import RetryPolicy
 from .streams import AsyncTextStream, TextStream
 from .tasks import Task, find_task, get_task, task_for_template
 from .templates import TemplateLibrary
-from .types import ChatRequest, Message, Result
+from .types import ChatRequest, Message, Result, as_messages
 
 if TYPE_CHECKING:
     from .budget import Budget
     from .cache import ResponseCache
+    from .conversations import AsyncConversation, Conversation
     from .ratelimit import RateGate
 
 __all__ = ["Client", "AsyncClient", "ClientBase", "Call"]
@@ -176,13 +177,14 @@ class ClientBase:
     def flow(self, task: Task, variables: dict[str, Any], opts: dict[str, Any]) -> Flow:
         """The flow for one call (see :mod:`aigc.flows`): one request, structured output, the task's own flow
         or its long-input strategy, wrapped in the checks the call asks for (see :mod:`aigc.guard`)."""
-        return self.guarded(self._flow(task, variables, opts), task, variables, opts)
+        return self.guarded(self.task_flow(task, variables, opts), task, variables, opts)
 
     def guarded(self, flow: Flow, task: Task, variables: dict[str, Any], opts: dict[str, Any]) -> Flow:
         """``flow`` with moderation, redaction and the task's review, as the call and the settings ask."""
         return around(flow, task, variables, opts, self.settings, self.engine.moderator, self.backend.name)
 
-    def _flow(self, task: Task, variables: dict[str, Any], opts: dict[str, Any]) -> Flow:
+    def task_flow(self, task: Task, variables: dict[str, Any], opts: dict[str, Any]) -> Flow:
+        """The task's own flow, without the checks :meth:`flow` wraps it in."""
         request = self.build_request(task, variables, opts)
         if task.input is not None and task.long_input is not None:
             if task.reply_scale and request.max_output_tokens is None:
@@ -311,6 +313,16 @@ class ClientBase:
         return Planner(self.engine, self._builder(call_task, opts), call_task, variables).estimate(request,
                                                                                                    batch=batch)
 
+    def _conversation(self, kind: Any, **kw: Any) -> Any:
+        from .conversations import ConversationStore
+
+        store = ConversationStore.in_dir(self.settings.data_dir)
+        try:
+            return kind.open(self, store, **kw)
+        except BaseException:
+            store.close()
+            raise
+
     def count_tokens(self, text: str, model: str | None = None) -> int:
         return self.backend.count_text(text, model or self.model)
 
@@ -322,27 +334,6 @@ class ClientBase:
 
     def _map(self, calls: list[Call | AigcError], return_exceptions: bool):  # pragma: no cover
         raise NotImplementedError
-
-
-def as_messages(value: Any) -> list[Message]:
-    """Chat messages from dicts (OpenAI's shape; text content parts are joined) or Message objects."""
-    if not isinstance(value, list) or not value:
-        raise InputError("messages must be a non-empty list of {\"role\": ..., \"content\": ...} objects")
-    out = []
-    for i, m in enumerate(value):
-        if isinstance(m, Message):
-            out.append(m)
-            continue
-        if not isinstance(m, dict):
-            raise InputError(f"message {i + 1} is not an object with a role and content")
-        content = m.get("content")
-        if isinstance(content, list):
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-        if m.get("role") not in ("system", "user", "assistant", "developer") or not isinstance(content, str):
-            raise InputError(f"message {i + 1} needs a role (system, user or assistant) and text content")
-        role = "system" if m["role"] == "developer" else m["role"]
-        out.append(Message(role=role, content=content, name=m.get("name")))
-    return out
 
 
 class Client(ClientBase):
@@ -360,6 +351,15 @@ class Client(ClientBase):
         todo = self._runnable(calls)
         ran = self.engine.run_many([c.flow for c in todo], todo[0].task) if todo else []
         return self._outcomes(calls, ran, return_exceptions)
+
+    def conversation(self, persona: str | None = None, *, knowledge: list[str] | None = None,
+                     system: str | None = None, id: str | None = None, trim: str | None = None) -> Conversation:
+        """A conversation kept in the store (``id``: resume one; ``"last"``: the latest), with a persona
+        (``assistant``, ``support``, or your template) grounded on ``knowledge`` files; ``say(text)``."""
+        from .conversations import Conversation
+
+        return self._conversation(Conversation, persona=persona, knowledge=knowledge, system=system, id=id,
+                                  trim=trim)
 
     def close(self) -> None:
         for backend in self._backends:
@@ -386,6 +386,14 @@ class AsyncClient(ClientBase):
         todo = self._runnable(calls)
         ran = await self.engine.arun_many([c.flow for c in todo], todo[0].task) if todo else []
         return self._outcomes(calls, ran, return_exceptions)
+
+    def conversation(self, persona: str | None = None, *, knowledge: list[str] | None = None,
+                     system: str | None = None, id: str | None = None, trim: str | None = None) -> AsyncConversation:
+        """The async twin of :meth:`Client.conversation` (``await conversation.say(text)``)."""
+        from .conversations import AsyncConversation
+
+        return self._conversation(AsyncConversation, persona=persona, knowledge=knowledge, system=system, id=id,
+                                  trim=trim)
 
     async def aclose(self) -> None:
         for backend in self._backends:

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
 
+from .errors import InputError
+
 Role = Literal["system", "user", "assistant"]
 
 # The output cap of a request that sets none (bounded by the model's own cap and what is left of its window).
@@ -140,3 +142,24 @@ class Result(BaseModel):
 
     def __str__(self) -> str:
         return self.text
+
+
+def as_messages(value: Any) -> list[Message]:
+    """Chat messages from dicts (OpenAI's shape; text content parts are joined) or Message objects."""
+    if not isinstance(value, list) or not value:
+        raise InputError("messages must be a non-empty list of {\"role\": ..., \"content\": ...} objects")
+    out = []
+    for i, m in enumerate(value):
+        if isinstance(m, Message):
+            out.append(m)
+            continue
+        if not isinstance(m, dict):
+            raise InputError(f"message {i + 1} is not an object with a role and content")
+        content = m.get("content")
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        if m.get("role") not in ("system", "user", "assistant", "developer") or not isinstance(content, str):
+            raise InputError(f"message {i + 1} needs a role (system, user or assistant) and text content")
+        role = "system" if m["role"] == "developer" else m["role"]
+        out.append(Message(role=role, content=content, name=m.get("name")))
+    return out
