@@ -115,23 +115,26 @@ class FlowDriver:
         return self._adrive(flow, task, stream=True)
 
     def _drive(self, flow: Flow, task: str, stream: bool) -> Iterator[str | Result]:
-        started, tally = time.perf_counter(), _Tally()
+        started, tally, shown = time.perf_counter(), _Tally(), False
         try:
             step: Step = next(flow)
             while True:
                 if stream and step.emit:
+                    shown = True
                     yield step.emit
                 if step.probe is not None:
                     step = tally.probed(flow, step.probe.run(self))
                     continue
                 if stream and step.streamable and len(step.requests) == 1:
-                    sents, shown = [], _Shown(step)
+                    sents, view = [], _Shown(step)
                     for piece in self.stream(step.requests[0], task):
                         if isinstance(piece, Sent):
                             sents.append(piece)
-                        elif text := shown.feed(piece):
+                        elif text := view.feed(piece):
+                            shown = True
                             yield text
-                    if text := shown.flush():
+                    if text := view.flush():
+                        shown = True
                         yield text
                     if step.trailer:
                         yield step.trailer
@@ -139,27 +142,32 @@ class FlowDriver:
                     sents = _all_or_raise(self.execute_many(step.requests, task))
                 step = tally.feed(flow, sents)
         except StopIteration as stop:
+            if stream and not shown and stop.value.text:
+                yield stop.value.text  # nothing streamed (structured output, a label): the text, whole
             yield tally.result(stop.value, task, self.backend.name, started)
 
     async def _adrive(self, flow: Flow, task: str, stream: bool) -> AsyncIterator[str | Result]:
         """Async twin of :meth:`_drive`."""
-        started, tally = time.perf_counter(), _Tally()
+        started, tally, shown = time.perf_counter(), _Tally(), False
         try:
             step: Step = next(flow)
             while True:
                 if stream and step.emit:
+                    shown = True
                     yield step.emit
                 if step.probe is not None:
                     step = tally.probed(flow, await step.probe.arun(self))
                     continue
                 if stream and step.streamable and len(step.requests) == 1:
-                    sents, shown = [], _Shown(step)
+                    sents, view = [], _Shown(step)
                     async for piece in self.astream(step.requests[0], task):
                         if isinstance(piece, Sent):
                             sents.append(piece)
-                        elif text := shown.feed(piece):
+                        elif text := view.feed(piece):
+                            shown = True
                             yield text
-                    if text := shown.flush():
+                    if text := view.flush():
+                        shown = True
                         yield text
                     if step.trailer:
                         yield step.trailer
@@ -167,6 +175,8 @@ class FlowDriver:
                     sents = _all_or_raise(await self.aexecute_many(step.requests, task))
                 step = tally.feed(flow, sents)
         except StopIteration as stop:
+            if stream and not shown and stop.value.text:
+                yield stop.value.text  # nothing streamed (structured output, a label): the text, whole
             yield tally.result(stop.value, task, self.backend.name, started)
 
     def run_many(self, flows: list[Flow], task: str) -> list[Result | AigcError]:
