@@ -460,7 +460,8 @@ class FakeOpenAIServer:
                  supports_json_schema: bool = True, context_windows: dict[str, int] | None = None,
                  error_rate: float = 0.0, drop_rate: float = 0.0, seed: int | None = None,
                  rpm: float | None = None, tpm: float | None = None, api_key: str | None = None,
-                 batch_polls_to_complete: int = 2, logprob: Callable[[str], float] | None = None):
+                 batch_polls_to_complete: int = 2, logprob: Callable[[str], float] | None = None,
+                 supports_logprobs: bool = True):
         self.host, self.port = host, port
         self.latency, self.reply, self.stream_usage = latency, reply, stream_usage
         self.supports_json_schema = supports_json_schema
@@ -470,6 +471,7 @@ class FakeOpenAIServer:
         self.batch_polls_to_complete = batch_polls_to_complete
         # The log-probability a chat answer gives each of its tokens, when asked for logprobs.
         self.logprob = logprob or (lambda token: math.log(0.9))
+        self.supports_logprobs = supports_logprobs
         self.moderation_rules: dict[str, dict[str, float]] = {}
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -729,6 +731,8 @@ class FakeOpenAIServer:
             value = body.get(name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise _ApiError(400, f"Invalid '{name}': expected a positive integer.", param=name)
+        if body.get("logprobs") and not self.supports_logprobs:
+            raise _ApiError(400, "logprobs is not supported by this server", param="logprobs")
         response_format = body.get("response_format")
         if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
             if not self.supports_json_schema:

@@ -71,7 +71,18 @@ def test_several_labels_with_multi(server):
         == "array"
 
 
-def test_a_server_without_logprobs_gives_no_confidence(server):
+def test_a_compatible_server_without_logprobs_is_asked_again_without_them(server):
+    server.supports_logprobs = False
+    with aigc.Client() as client:
+        first = client.classify("The courier lost my parcel.", labels=LABELS)
+        second = client.classify("I was charged twice.", labels=LABELS)
+    assert (first.text, second.text) == ("shipping", "billing")
+    assert first.parsed.confidence is None and first.parsed.reason == "It is about shipping."
+    assert [r.status for r in server.requests] == [400, 200, 200]  # the server's answer was learnt once
+    assert "logprobs" not in server.requests[2].body
+
+
+def test_a_backend_without_logprobs_gives_no_confidence(server):
     fake = aigc.FakeBackend()
     fake.enqueue('{"label": "negative", "reason": "It broke."}')
     with aigc.Client(backend=fake) as client:
