@@ -46,6 +46,7 @@ bench: install
 	$(PY) bench/tokens.py
 	$(PY) bench/local.py
 	$(PY) bench/batch.py
+	$(PY) bench/classify.py
 
 clean:
 	rm -rf $(VENV) $(VENV_DEV) .cache .pytest_cache

@@ -16,7 +16,8 @@ from .io import write_atomic
 
 app = typer.Typer(
     name="aigc",
-    help="Summaries, translations, news drafts and answers from language models — hosted or local.\n\n"
+    help="Summaries, translations, news drafts, answers, conversations and labels from language models — hosted "
+         "or local.\n\n"
          "Example: aigc summarize article.txt --length \"3 sentences\"",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

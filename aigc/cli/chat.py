@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import AigcError, BudgetExceeded, InputError
+from ..errors import AigcError, InputError
 from .app import COMMON, Common, JsonOpt, app
 
 __all__ = ["chat_app"]
@@ -175,7 +175,7 @@ def _turn(conv: Any, text: str, stream: bool) -> None:
         _notes(result)
     except KeyboardInterrupt:
         typer.echo("\n(interrupted: this reply is not kept)")
-    except (AigcError, BudgetExceeded) as e:
+    except AigcError as e:  # the conversation goes on: a budget, a flagged message, a failed backend
         typer.echo(f"aigc: error: {e}", err=True)
 
 

@@ -88,8 +88,9 @@ class ConversationBase:
                              "(--knowledge faq.md, knowledge=[...])")
         record.knowledge = library.paths if library else []
         record.options = {**record.options, "trim": trim}
-        if id is not None and system is not None:
-            store.update(record.id, system=system)
+        if id is not None:  # what was given again is what the conversation goes on with, now and when resumed
+            store.update(record.id, persona=record.persona, system=record.system, knowledge=record.knowledge,
+                         options=record.options)
         return cls(client, store, record, loaded, library, trim, saved=id is not None)
 
     @property

@@ -154,12 +154,16 @@ class ConversationStore:
         return _record(rows[0])
 
     def update(self, id: str, **values: Any) -> None:
-        """Change a conversation's ``system``, ``summary``, ``summarized_turns``, ``model`` or ``name``."""
-        allowed = {"system", "summary", "summarized_turns", "model", "name", "backend"}
+        """Change a conversation's ``system``, ``summary``, ``summarized_turns``, ``model``, ``name``,
+        ``backend``, ``persona``, ``knowledge`` (a list of paths) or ``options`` (a dict)."""
+        allowed = {"system", "summary", "summarized_turns", "model", "name", "backend", "persona", "knowledge",
+                   "options"}
         if not values or set(values) - allowed:
             raise ValueError(f"update takes {', '.join(sorted(allowed))}")
-        columns = ", ".join(f"{k} = ?" for k in values)
-        self.db.execute(f"UPDATE conversations SET {columns} WHERE id = ?", (*values.values(), id))
+        as_json = {"knowledge": "knowledge_json", "options": "options_json"}
+        columns = ", ".join(f"{as_json.get(k, k)} = ?" for k in values)
+        params = [json.dumps(v) if k in as_json else v for k, v in values.items()]
+        self.db.execute(f"UPDATE conversations SET {columns} WHERE id = ?", (*params, id))
 
     def add(self, conversation_id: str, turn: Turn) -> Turn:
         """Append a turn (its id and time are set here); the conversation takes its first prompt as name."""
