@@ -154,6 +154,6 @@ def test_the_local_model_scores_each_label_without_generating(local):
 def test_the_local_model_gives_a_short_reason_and_handles_multi(local):
     result = local.classify("My card was charged twice for one parcel.", labels=LABELS)
     assert result.text in LABELS and result.parsed.reason and 0 < result.usage.completion_tokens <= 48
-    multi = local.classify("My card was charged twice for one parcel.", labels=LABELS, multi=True, reason=False)
-    assert set(multi.parsed.labels) <= set(LABELS) and set(multi.parsed.scores) == set(LABELS)
-    assert multi.requests == len(LABELS)  # one yes-or-no scoring per label
+    multi = local.classify("My card was charged twice.", labels=LABELS[:2], multi=True, reason=False)
+    assert set(multi.parsed.labels) <= set(LABELS[:2]) and set(multi.parsed.scores) == set(LABELS[:2])
+    assert multi.requests == 2  # one yes-or-no scoring per label
