@@ -325,7 +325,8 @@ class BatchApiRun:
             runner.report.warnings.append(f"{item.id}: the output was cut at the token limit; "
                                           "raise [model] max_output_tokens")
         await runner.deliver(item, text, prompt_tokens=usage.prompt_tokens,
-                             completion_tokens=usage.completion_tokens, cost_usd=cost, cached=False)
+                             completion_tokens=usage.completion_tokens, cost_usd=cost, cached=False,
+                             model=completion.model, finish_reason=completion.finish_reason)
 
     def _remember(self, request, completion: Completion, cost: float | None) -> None:
         """Put the answer in the response cache and the usage ledger, as a direct request would."""

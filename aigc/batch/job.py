@@ -65,6 +65,7 @@ class ModelSpec(_Section):
     timeout: float | None = Field(None, gt=0)
     deadline: float | None = Field(None, gt=0)
     max_attempts: int | None = Field(None, ge=1)
+    seed: int | None = Field(None, description="sampling seed, sent with each request (part of the item key)")
 
 
 class LimitsSpec(_Section):

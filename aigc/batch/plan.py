@@ -54,11 +54,14 @@ def task_spec(job: Job, variables: dict[str, Any]) -> tuple:
     from ..client import TASK_SPECS
 
     if job.template is not None:
-        return TASK_SPECS["generate"](job.template, variables)
-    try:
-        return TASK_SPECS[job.task](**variables)
-    except TypeError as e:
-        raise InputError(f"cannot {job.task} this item: {e}") from None
+        spec = TASK_SPECS["generate"](job.template, variables)
+    else:
+        try:
+            spec = TASK_SPECS[job.task](**variables)
+        except TypeError as e:
+            raise InputError(f"cannot {job.task} this item: {e}") from None
+    seed = job.spec.model.seed
+    return spec if seed is None else (*spec[:3], {**spec[3], "seed": seed})
 
 
 def key_maker(job: Job, client) -> KeyMaker:
@@ -70,7 +73,8 @@ def key_maker(job: Job, client) -> KeyMaker:
         raise ConfigError(f"{job.path}: {e}") from None
     s = client.settings
     return KeyMaker(job, template_name=name, template_source=source, backend=client.backend.name,
-                    model=client.model, temperature=s.temperature, max_output_tokens=s.max_tokens)
+                    model=client.model, temperature=s.temperature, max_output_tokens=s.max_tokens,
+                    seed=job.spec.model.seed)
 
 
 @dataclass

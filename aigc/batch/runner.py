@@ -188,7 +188,9 @@ class Runner:
             if row.state != "done" or item.key in self.jsonl.keys:
                 continue
             if row.text is not None:
-                self.jsonl.append(_line(item, row.text))
+                self.jsonl.append(_line(item, row.text, prompt_tokens=row.prompt_tokens,
+                                        completion_tokens=row.completion_tokens, cost_usd=row.cost_usd,
+                                        cached=row.cached))
                 restored += 1
             else:
                 self.journal.release(item.key)
@@ -252,10 +254,12 @@ class Runner:
                                         "raise [model] max_output_tokens")
         await self.deliver(item, result.text, prompt_tokens=result.usage.prompt_tokens,
                            completion_tokens=result.usage.completion_tokens, cost_usd=result.cost_usd,
-                           cached=cached)
+                           cached=cached, model=result.model, finish_reason=result.finish_reason,
+                           latency_s=result.latency_s)
 
     async def deliver(self, item: Item, text: str, *, prompt_tokens: int, completion_tokens: int,
-                      cost_usd: float | None, cached: bool) -> None:
+                      cost_usd: float | None, cached: bool, model: str | None = None,
+                      finish_reason: str | None = None, latency_s: float | None = None) -> None:
         """Put an item's output in place durably, then mark it done (JSONL: done first, then append)."""
         if item.output is not None:
             body = text if text.endswith("\n") else text + "\n"
@@ -264,7 +268,9 @@ class Runner:
                           text=text if self.jsonl is not None else None, prompt_tokens=prompt_tokens,
                           completion_tokens=completion_tokens, cost_usd=cost_usd, cached=cached)
         if self.jsonl is not None:
-            await asyncio.to_thread(self.jsonl.append, _line(item, text))
+            await asyncio.to_thread(self.jsonl.append, _line(
+                item, text, model=model, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens, cost_usd=cost_usd, latency_s=latency_s, cached=cached))
         self.report.prompt_tokens += prompt_tokens
         self.report.completion_tokens += completion_tokens
         self.report.done_this_run += 1
@@ -353,5 +359,7 @@ class Runner:
         return r
 
 
-def _line(item: Item, text: str) -> dict[str, Any]:
-    return {"id": item.id, "key": item.key, "text": text}
+def _line(item: Item, text: str, **meta: Any) -> dict[str, Any]:
+    """One JSONL output line: id, key, text, then what is known of how it was made (model,
+    finish_reason, prompt_tokens, completion_tokens, cost_usd, latency_s, cached)."""
+    return {"id": item.id, "key": item.key, "text": text, **{k: v for k, v in meta.items() if v is not None}}
