@@ -11,6 +11,7 @@ This is the only module of :mod:`aigc.eval` that knows the batch engine's job fo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 from ..textio import write_atomic
 
 __all__ = ["JobSpec", "Output", "write_job", "run_job", "plan_job_file", "read_outputs", "template_source",
-           "model_fingerprint"]
+           "model_fingerprint", "run_summary"]
 
 
 @dataclass
@@ -186,3 +187,14 @@ def model_fingerprint(model: str | None) -> str | None:
                 f.seek(-(1 << 20), 2)
                 digest.update(f.read())
     return "sha256:" + digest.hexdigest()[:16]
+
+
+def run_summary(label: str, report) -> dict[str, Any]:
+    """A job's line in the eval report (None: not started, the budget was spent)."""
+    if report is None:
+        return {"job": label, "outcome": "budget", "note": "not started: the suite's budget was spent"}
+    return {"job": label, "outcome": report.outcome, "exit_code": report.exit_code, "total": report.total,
+            "done": report.done, "failed": report.failed, "pending": report.pending,
+            "done_this_run": report.done_this_run, "cached": report.cached, "requests": report.requests,
+            "cost_usd": report.cost_usd, "tokens": report.tokens, "stopped": report.stopped,
+            "failures": [dataclasses.asdict(f) for f in report.failures[:20]], "report": report.report_path}

@@ -128,10 +128,7 @@ def combine(pair: PairOutcome, item: str, first_order: str | None, second_order:
             pair.first_chosen += verdict == "first"
     winner_1 = {"first": "a", "second": "b", "tie": "tie"}[first_order]
     winner_2 = {"first": "b", "second": "a", "tie": "tie"}[second_order]
-    if winner_1 == winner_2:
-        outcome = winner_1
-    else:
-        outcome = "flip"
+    outcome = winner_1 if winner_1 == winner_2 else "flip"
     if outcome == "a":
         pair.wins += 1
     elif outcome == "b":

@@ -138,7 +138,6 @@ class _Rouge:
         return [Column(kind, titles[kind], out[t]) for t, kind in enumerate(ROUGE_TYPES)]
 
     def signature(self) -> str:
-        import rouge_score  # noqa: F401
         from importlib.metadata import version
 
         toks = "+".join(f"{name}({','.join(self.langs[name])})" for name in sorted(self.groups))

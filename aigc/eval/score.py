@@ -7,6 +7,7 @@ every candidate answered in every sample are scored, so all comparisons are pair
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,7 +113,8 @@ def score(s: Scoring) -> dict[str, Any]:
         for col in cols:
             summaries[col.name], resampled_of[cand.name, col.name] = _summary(col, resampler)
         columns_of[cand.name] = {c.name: c for c in cols}
-        candidates.append({"name": cand.name, **cand.info, "samples": len(cand.outputs),
+        checks = dataclasses.asdict(cand.checks)
+        candidates.append({"name": cand.name, **cand.info, "checks": checks, "samples": len(cand.outputs),
                            "quality": quality, "scores": summaries, "usage": _usage(cand.outputs)})
     comparisons = _compare(s, candidates, columns_of, resampled_of)
     return {
@@ -190,8 +192,7 @@ def _items(s: Scoring, columns_of: dict) -> list[dict[str, Any]]:
             for name, col in cols.items():
                 value = col.item_means()[i]
                 scores[name] = None if np.isnan(value) else float(value)
-            entry = {"texts": [row[i].text for row in cand.outputs],
-                     "finish_reasons": [row[i].finish_reason for row in cand.outputs], "scores": scores}
+            entry = {"outputs": [dataclasses.asdict(row[i]) for row in cand.outputs], "scores": scores}
             if cand.judge_reasons is not None:
                 entry["judge_reason"] = cand.judge_reasons[i]
             per[cand.name] = entry

@@ -74,7 +74,10 @@ def interval(resampled: np.ndarray) -> tuple[float, float]:
 
 
 def paired_p(resampled_a: np.ndarray, resampled_b: np.ndarray, observed_diff: float) -> float:
-    """Paired bootstrap p-value that A and B differ by chance (sacrebleu's ``paired-bs``)."""
+    """Paired bootstrap p-value that A and B differ by chance (sacrebleu's ``paired-bs``). An observed
+    difference of zero gives 1.0 (sacrebleu's formula would give 1/(B+1) for two identical systems)."""
+    if observed_diff == 0:
+        return 1.0
     diffs = np.abs(np.asarray(resampled_b, dtype=np.float64) - np.asarray(resampled_a, dtype=np.float64))
     centred = diffs - diffs.mean()
     beyond = int(np.sum(centred > abs(observed_diff)))

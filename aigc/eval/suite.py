@@ -152,6 +152,16 @@ class Record:
     def reference(self) -> str:
         return self.references[0] if self.references else ""
 
+    def input_text(self, input_field: str) -> str:
+        """The input as a person reads it: the input field, then any other text fields under their names."""
+        main = self.fields.get(input_field)
+        others = {k: v for k, v in self.fields.items() if k != input_field and isinstance(v, str) and v}
+        if isinstance(main, str) and not others:
+            return main
+        parts = [main] if isinstance(main, str) else []
+        parts += [f"[{k}]\n{v}" for k, v in others.items()]
+        return "\n\n".join(parts) if parts else json.dumps(self.fields, ensure_ascii=False)
+
 
 @dataclass
 class Suite:
