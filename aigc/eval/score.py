@@ -172,12 +172,12 @@ def _best(candidates: list[dict]) -> dict[str, str]:
     for name in names:
         rated = [(c["scores"][name]["value"], c["name"], c["scores"][name]["higher_is_better"])
                  for c in candidates if name in c["scores"] and c["scores"][name]["value"] is not None]
-        if len(rated) > 1:
+        if len(rated) > 1 and len({r[0] for r in rated}) > 1:  # no mark when all are equal
             higher = rated[0][2]
             best[name] = (max if higher else min)(rated, key=lambda r: r[0])[1]
     for key in ("cost_usd", "latency_p50_s", "latency_p95_s"):
         rated = [(c["usage"][key], c["name"]) for c in candidates if c["usage"][key] is not None]
-        if len(rated) > 1:
+        if len(rated) > 1 and len({r[0] for r in rated}) > 1:
             best[key] = min(rated, key=lambda r: r[0])[1]
     return best
 

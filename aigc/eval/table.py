@@ -13,7 +13,7 @@ def fmt_usd(value: float | None) -> str:
     return f"${value:,.4f}" if value < 100 else f"${value:,.2f}"
 
 
-def fmt_score(entry: dict[str, Any], *, interval: bool = True) -> str:
+def fmt_score(entry: dict[str, Any], interval: bool = True) -> str:
     value = entry.get("value")
     if value is None:
         return "-"
