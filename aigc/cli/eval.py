@@ -112,8 +112,9 @@ def run(
     configuration; 3 budget reached (run again to finish); 75 another run holds a job's lock.
     """
     library = _library()
-    from ..batch import EXIT_LOCKED, JobLocked
     from aigc.eval.table import format_plan, format_report
+
+    from ..batch import EXIT_LOCKED, JobLocked
 
     suite = library.load_suite(suite_file)
     if dry_run:

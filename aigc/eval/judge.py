@@ -33,7 +33,7 @@ class JudgeError(ValueError):
 
 
 _JSON = re.compile(r"\{[^{}]*\}", re.S)
-_GRADE = re.compile(r"\bscore\"?\s*[:=]\s*\"?([1-5])(?:\.0)?\b", re.I)
+_GRADE = re.compile(r"\bscore\"?\s*[:=]\s*\"?([1-5])(?:\.0)?(?!\d|\.\d)", re.I)
 _VERDICT = re.compile(r"\bwinner\"?\s*[:=]\s*\"?(A|B|tie)\b", re.I)
 _BRACKETS = re.compile(r"\[\[(A|B|C|tie)\]\]", re.I)  # MT-bench style: [[A]], [[B]], [[C]] for a tie
 

@@ -14,6 +14,7 @@ per-item sufficient statistics from which the score (and each bootstrap resample
 from __future__ import annotations
 
 import re
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,9 +46,11 @@ class Column:
         """Each item's score averaged over samples."""
         if self.per_item.size == 0:
             return np.zeros(self.per_item.shape[1])
-        with np.errstate(all="ignore"):
-            return np.nanmean(self.per_item, axis=0) if np.isnan(self.per_item).any() \
-                else self.per_item.mean(axis=0)
+        if not np.isnan(self.per_item).any():
+            return self.per_item.mean(axis=0)
+        with warnings.catch_warnings():  # an item unknown in every sample stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(self.per_item, axis=0)
 
     def value(self) -> float:
         if self.corpus is not None and self.stats is not None:
@@ -60,7 +63,8 @@ class Column:
         """Mean over items of the standard deviation across samples (None with one sample)."""
         if self.per_item.shape[0] < 2:
             return None
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             spread = np.nanstd(self.per_item, axis=0, ddof=1)
         spread = spread[~np.isnan(spread)]
         return float(spread.mean()) if len(spread) else None

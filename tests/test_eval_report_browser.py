@@ -1,0 +1,79 @@
+"""The HTML report in a real headless Chromium: self-contained, plots shown, items sortable and filterable.
+
+Needs Chromium from Debian (``apt-get install chromium``) and Playwright for Python; with
+``AIGC_UPDATE_DOCS=1`` the screenshot is also written to docs/eval-report.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sacrebleu")
+playwright = pytest.importorskip("playwright.sync_api")
+
+from tests.openai_server import FakeOpenAIServer  # noqa: E402
+from tests.test_batch_job import run_cli, use_server  # noqa: E402
+from tests.test_eval_run import SUITE, reply_for, write_suite  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "eval-report.png"
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs chromium: apt-get install chromium")
+
+
+@pytest.fixture
+def report_file(monkeypatch, tmp_path, capsys):
+    with FakeOpenAIServer(reply=reply_for) as server:
+        use_server(monkeypatch, server)
+        suite = write_suite(tmp_path, SUITE)
+        html = tmp_path / "report.html"
+        code, out, err = run_cli(capsys, "eval", "run", suite, "--json", "-o", html)
+        assert code == 0, err
+        return html, json.loads(out)
+
+
+def test_the_html_report_in_headless_chromium(report_file, tmp_path):
+    html, report = report_file
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        fetched = []
+        page.on("request", lambda request: fetched.append(request.url))
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(html.as_uri())
+        assert page.title() == "aigc eval: news"
+        assert page.locator("#summary tr").count() == 1 + len(report["candidates"])
+        assert page.locator("#summary td.best").count() >= 1
+        assert "good" in page.locator("#summary td.best").first.locator("xpath=..").inner_text()
+        for plot in ("#plot-cost", "#plot-items"):
+            assert page.eval_on_selector(plot, "img => img.complete && img.naturalWidth > 300")
+        rows = page.locator("#items tbody tr")
+        assert rows.count() == len(report["items"])
+        assert page.locator("#shown").inner_text() == f"{len(report['items'])} of {len(report['items'])} items"
+
+        page.select_option("#sort", "weak")  # weakest items of the weak candidate first
+        scores = {i["id"]: i["candidates"]["weak"]["scores"]["rouge1"] for i in report["items"]}
+        assert rows.first.get_attribute("data-id") == min(scores, key=scores.get)
+        assert page.locator("#items tbody tr:first-child td.low").count() == 1
+
+        page.fill("#filter", "library")
+        assert page.locator("#shown").inner_text() == f"1 of {len(report['items'])} items"
+        assert page.locator("#items tbody tr:visible").get_attribute("data-id") == "library"
+        page.fill("#filter", "")
+
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert not errors
+    assert all(url.startswith(("file:", "data:")) for url in fetched)  # self-contained: nothing fetched
+    assert shot.stat().st_size > 50_000
+    if os.environ.get("AIGC_UPDATE_DOCS"):
+        shutil.copyfile(shot, DOCS)
