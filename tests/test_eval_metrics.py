@@ -174,3 +174,16 @@ def test_exact_tests_and_holm_on_known_values():
     assert sign_test_p(0, 0) == 1.0 and sign_test_p(5, 5) == 1.0
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert paired_p(np.ones(10), np.ones(10), 0.0) == 1.0
+
+
+def test_scores_split_over_worker_processes_equal_scores_in_one_process():
+    from aigc.eval.jobs import Output
+    from aigc.eval.score import CandidateOutputs, Item, Scoring, score
+
+    items = [Item(str(i), "", [r], "en") for i, r in enumerate(REFS * 3)]
+    systems = [CandidateOutputs(name, {}, [[Output(h) for h in hyps * 3]]) for name, hyps in (("a", SYS_A), ("b", SYS_B))]
+    scoring = Scoring(items, systems, ["bleu", "chrf", "rouge"], "a")
+    alone, split = score(scoring), score(scoring, min_parallel=1)
+    for mine, theirs in zip(alone["candidates"], split["candidates"], strict=True):
+        assert mine["scores"] == theirs["scores"]
+    assert alone["items"] == split["items"]

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .parallel import Workers
 from .text import answer_tokens, normalize_answer, rouge_tokenizer, rouge_tokenizer_for
 
 __all__ = ["Column", "MetricDef", "METRICS", "References", "parse_label"]
@@ -91,17 +92,53 @@ class MetricDef:
     labels: bool = False
 
 
+class _Scorer:
+    """Scores every candidate's outputs; subclasses that are slow per item split items over processes."""
+
+    def columns(self, hypotheses: list[list[str]]) -> list[Column]:
+        raise NotImplementedError
+
+    def columns_all(self, candidates: list[list[list[str]]], workers: Workers | None = None) -> list[list[Column]]:
+        """The columns of each candidate (``candidates[c][sample][item]``)."""
+        return [self.columns(hypotheses) for hypotheses in candidates]
+
+
+def _split(candidates: list[list[list[str]]], joined: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """Per candidate, the entries of ``joined`` (one per candidate and sample, in order)."""
+    out, k = [], 0
+    for hypotheses in candidates:
+        out.append(joined[k:k + len(hypotheses)])
+        k += len(hypotheses)
+    return out
+
+
 # -- sacrebleu ----------------------------------------------------------------------------------------
 
-class _Sacre:
+class _Sacre(_Scorer):
     def __init__(self, name: str, refs: References) -> None:
         from .sacre import SacreMetric, bleu_tokenizer
 
-        self.name = name
-        self.metric = SacreMetric(name, refs.texts, tokenize=bleu_tokenizer(set(refs.languages)))
+        self.name, self.refs = name, refs
+        self.tokenize = bleu_tokenizer(set(refs.languages))
+        self.metric = SacreMetric(name, refs.texts, tokenize=self.tokenize)
+
+    def columns_all(self, candidates: list[list[list[str]]], workers: Workers | None = None) -> list[list[Column]]:
+        from .sacre import system_stats
+
+        if workers is None:
+            with Workers() as own:
+                return self.columns_all(candidates, own)
+        systems = [h for hypotheses in candidates for h in hypotheses]
+        n = self.refs.n
+        parts = workers.run_chunked(system_stats, n, lambda a, b: (
+            self.name, self.tokenize, self.refs.texts[a:b], [s[a:b] for s in systems]), work=n * len(systems))
+        joined = [np.concatenate([part[k] for part in parts]) for k in range(len(systems))]
+        return [self._columns(per_sample) for per_sample in _split(candidates, joined)]
 
     def columns(self, hypotheses: list[list[str]]) -> list[Column]:
-        per_sample = [self.metric.stats(h) for h in hypotheses]
+        return self.columns_all([hypotheses])[0]
+
+    def _columns(self, per_sample: list[np.ndarray]) -> list[Column]:
         stats = np.sum(per_sample, axis=0)
         per_item = np.array([self.metric.item_scores(s) for s in per_sample])
         title = "BLEU" if self.name == "bleu" else "chrF"
@@ -116,30 +153,53 @@ class _Sacre:
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
-class _Rouge:
-    def __init__(self, refs: References) -> None:
-        from rouge_score import rouge_scorer
+def rouge_scores(languages: list[str | None], references: list[list[str]], systems: list[list[str]]) -> np.ndarray:
+    """F-measures (ROUGE types × systems × items) for a share of the items, each item tokenized for its
+    language."""
+    from rouge_score import rouge_scorer
 
+    scorers: dict[str, Any] = {}
+    out = np.full((len(ROUGE_TYPES), len(systems), len(references)), np.nan)
+    for i, (lang, refs) in enumerate(zip(languages, references, strict=True)):
+        name = rouge_tokenizer_for(lang)
+        scorer = scorers.get(name)
+        if scorer is None:
+            scorer = scorers[name] = rouge_scorer.RougeScorer(list(ROUGE_TYPES),
+                                                              tokenizer=rouge_tokenizer(name, stem=True))
+        for s, hyps in enumerate(systems):
+            result = scorer.score(refs[0], hyps[i]) if len(refs) == 1 else scorer.score_multi(refs, hyps[i])
+            for t, kind in enumerate(ROUGE_TYPES):
+                out[t, s, i] = result[kind].fmeasure
+    return out
+
+
+class _Rouge(_Scorer):
+    def __init__(self, refs: References) -> None:
         self.refs = refs
         self.groups: dict[str, list[int]] = {}
         for i, lang in enumerate(refs.languages):
             self.groups.setdefault(rouge_tokenizer_for(lang), []).append(i)
         self.langs = {name: sorted({refs.languages[i] or "?" for i in idx}) for name, idx in self.groups.items()}
-        self.scorers = {name: rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=rouge_tokenizer(
-            name, stem=True)) for name in self.groups}
+
+    def columns_all(self, candidates: list[list[list[str]]], workers: Workers | None = None) -> list[list[Column]]:
+        if workers is None:
+            with Workers() as own:
+                return self.columns_all(candidates, own)
+        systems = [h for hypotheses in candidates for h in hypotheses]
+        n = self.refs.n
+        parts = workers.run_chunked(rouge_scores, n, lambda a, b: (
+            self.refs.languages[a:b], self.refs.texts[a:b], [s[a:b] for s in systems]), work=n * len(systems))
+        scores = np.concatenate(parts, axis=2)  # types × systems × items
+        titles = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
+        out, k = [], 0
+        for hypotheses in candidates:
+            mine = scores[:, k:k + len(hypotheses), :]
+            k += len(hypotheses)
+            out.append([Column(kind, titles[kind], mine[t]) for t, kind in enumerate(ROUGE_TYPES)])
+        return out
 
     def columns(self, hypotheses: list[list[str]]) -> list[Column]:
-        out = np.full((len(ROUGE_TYPES), len(hypotheses), self.refs.n), np.nan)
-        for s, hyps in enumerate(hypotheses):
-            for name, idx in self.groups.items():
-                scorer = self.scorers[name]
-                for i in idx:
-                    refs = self.refs.texts[i]
-                    result = scorer.score(refs[0], hyps[i]) if len(refs) == 1 else scorer.score_multi(refs, hyps[i])
-                    for t, kind in enumerate(ROUGE_TYPES):
-                        out[t, s, i] = result[kind].fmeasure
-        titles = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
-        return [Column(kind, titles[kind], out[t]) for t, kind in enumerate(ROUGE_TYPES)]
+        return self.columns_all([hypotheses])[0]
 
     def signature(self) -> str:
         from importlib.metadata import version
@@ -163,7 +223,7 @@ def _token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-class _Answers:
+class _Answers(_Scorer):
     def __init__(self, name: str, refs: References) -> None:
         self.name, self.refs = name, refs
 
@@ -203,7 +263,7 @@ def parse_label(output: str, labels: list[str]) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-class _Labels:
+class _Labels(_Scorer):
     def __init__(self, name: str, refs: References) -> None:
         self.name, self.refs = name, refs
         self.allowed = list(refs.labels or [])

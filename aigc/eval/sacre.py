@@ -18,7 +18,7 @@ import numpy as np
 
 from .stats import RESAMPLES, SEED
 
-__all__ = ["SacreMetric", "bleu_tokenizer"]
+__all__ = ["SacreMetric", "bleu_tokenizer", "system_stats"]
 
 
 def bleu_tokenizer(languages: set[str | None]) -> str:
@@ -40,7 +40,7 @@ class SacreMetric:
         self.name = name
         nrefs = max((len(r) for r in references), default=1)
         # sacrebleu takes one stream per reference; None where an item has fewer references
-        streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(nrefs)]
+        self._streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(nrefs)]
         if name == "bleu":
             self.metric: Any = BLEU(tokenize=tokenize)
             self.item_metric: Any = BLEU(tokenize=tokenize, effective_order=True)  # sentence BLEU
@@ -49,12 +49,14 @@ class SacreMetric:
             self.item_metric = self.metric
         else:
             raise ValueError(f"not a sacrebleu metric: {name}")
-        self.metric._check_corpus_score_args(["x"] * len(references), streams)
-        self.metric._ref_cache = self.metric._cache_references(streams)
+        # what caching the references would set, for the signature; the cache itself is built on first use
+        self.metric.num_refs = nrefs if len({len(r) for r in references}) <= 1 else -1
         self.metric.n_bootstrap, self.metric.seed = RESAMPLES, str(SEED)  # shown in the signature
 
     def stats(self, hypotheses: list[str]) -> np.ndarray:
-        """Per-sentence sufficient statistics (items × k) against the cached references."""
+        """Per-sentence sufficient statistics (items × k) against the references."""
+        if not self.metric._ref_cache:
+            self.metric._ref_cache = self.metric._cache_references(self._streams)
         return np.asarray(self.metric._extract_corpus_statistics(hypotheses, None), dtype=np.float64)
 
     def score(self, summed: np.ndarray) -> float:
@@ -73,3 +75,9 @@ class SacreMetric:
 
 def _ints(row: np.ndarray) -> list:
     return [int(v) if float(v).is_integer() else float(v) for v in row]
+
+
+def system_stats(name: str, tokenize: str, references: list[list[str]], systems: list[list[str]]) -> list:
+    """Each system's per-sentence statistics against ``references`` (a worker's share of the items)."""
+    metric = SacreMetric(name, references, tokenize=tokenize)
+    return [metric.stats(hypotheses) for hypotheses in systems]

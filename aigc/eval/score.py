@@ -16,6 +16,7 @@ import numpy as np
 from .checks import CheckSettings, check_columns
 from .jobs import Output
 from .metrics import METRICS, Column, References
+from .parallel import PARALLEL_MIN, Workers
 from .stats import Resampler, holm, interval, mcnemar_p, paired_p, percentile
 
 __all__ = ["Item", "CandidateOutputs", "Scoring", "score"]
@@ -92,17 +93,21 @@ def _usage(outputs: list[list[Output]]) -> dict[str, Any]:
     }
 
 
-def score(s: Scoring) -> dict[str, Any]:
-    """Scores, intervals, paired tests against the baseline, usage, and per-item details."""
+def score(s: Scoring, *, min_parallel: int = PARALLEL_MIN) -> dict[str, Any]:
+    """Scores, intervals, paired tests against the baseline, usage, and per-item details. Metrics of more
+    than ``min_parallel`` texts are computed in worker processes."""
     refs = References([i.references for i in s.items], [i.language for i in s.items], s.labels)
     scorers = {name: METRICS[name].make(refs) for name in s.metrics}
     resampler = Resampler.draw(len(s.items))
+    texts_of = [[[o.text for o in row] for row in cand.outputs] for cand in s.candidates]
+    with Workers(min_parallel) as workers:
+        metric_columns = [scorer.columns_all(texts_of, workers) for scorer in scorers.values()]
     candidates, columns_of, resampled_of = [], {}, {}
-    for cand in s.candidates:
-        texts = [[o.text for o in row] for row in cand.outputs]
+    for index, cand in enumerate(s.candidates):
+        texts = texts_of[index]
         cols: list[Column] = []
-        for scorer in scorers.values():
-            cols += scorer.columns(texts)
+        for per_candidate in metric_columns:
+            cols += per_candidate[index]
         quality = [c.name for c in cols]
         if cand.judge_grades is not None:
             cols.append(Column("judge", "judge (1-5)", np.array([cand.judge_grades], dtype=float), scale=1.0))
