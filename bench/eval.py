@@ -35,11 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aigc.eval.jobs import Output  # noqa: E402
 from aigc.eval.score import CandidateOutputs, Item, Scoring, score  # noqa: E402
 
-WORDS = """the council voted on monday to repair harbour bridge instead of replacing it repairs will cost million
+_TEXT = """the council voted on monday to repair harbour bridge instead of replacing it repairs will cost million
 euros and start in may one lane stay open cars during work which is expected last fourteen months cyclists use
 temporary ferry library open sundays from march mayor announced change follows survey residents asked weekend hours
 rain flooded parts old town overnight firefighters pumped water out more than thirty cellars riverside road closed
-""".split()
+"""
+WORDS = _TEXT.split()
 
 
 def sentences(n: int, seed: int) -> tuple[list[str], list[str]]:

@@ -245,3 +245,33 @@ def test_kill_9_mid_run_then_resume_sends_nothing_twice_except_what_was_in_fligh
 def test_eval_help_shows_an_example(capsys):
     code, out, _ = run_cli(capsys, "eval", "run", "--help")
     assert code == 0 and "Example: aigc eval run" in out
+
+
+def test_the_budget_stops_the_eval_and_a_rerun_finishes_without_paying_twice(server, tmp_path, capsys):
+    capped = SUITE.replace("[limits]", "[budget]\n    max_cost_usd = 0.0012\n    [limits]")
+    suite = write_suite(tmp_path, capped)
+    code, report, err = eval_json(capsys, "run", suite)
+    assert code == 3, err
+    sent = server.request_count
+    assert 0 < sent < 2 * len(FACTS)
+    assert report["spent"]["cost_usd"] <= 0.0012
+    assert any("not answered by every candidate" in w for w in report["warnings"])
+    suite.write_text(suite.read_text().replace("max_cost_usd = 0.0012", "max_cost_usd = 1.0"))
+    code, report, err = eval_json(capsys, "run", suite)
+    assert code == 0, err
+    assert server.request_count == 2 * len(FACTS)  # what was done stayed done
+    assert server.stats["duplicates"] == 0
+    assert report["suite"]["scored_items"] == len(FACTS)
+
+
+def test_an_item_that_fails_is_reported_and_left_out_of_the_paired_scores(server, tmp_path, capsys):
+    from tests.openai_server import Fault
+
+    suite = write_suite(tmp_path)
+    server.enqueue_faults(Fault(status=400, message="This item is rejected."))
+    code, report, err = eval_json(capsys, "run", suite)
+    assert code == 1, err
+    assert report["suite"]["scored_items"] == len(FACTS) - 1
+    failed = [r for r in report["runs"] if r["failed"]]
+    assert len(failed) == 1 and "rejected" in failed[0]["failures"][0]["reason"]
+    assert all(c["scores"]["rouge1"]["n"] == len(FACTS) - 1 for c in report["candidates"])
