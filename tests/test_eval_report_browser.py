@@ -1,13 +1,15 @@
 """The HTML report in a real headless Chromium: self-contained, plots shown, items sortable and filterable.
 
-Needs Chromium from Debian (``apt-get install chromium``) and Playwright for Python; with
-``AIGC_UPDATE_DOCS=1`` the screenshot is also written to docs/eval-report.png.
+Needs Chromium from Debian (``apt-get install chromium``) and Playwright for Python. docs/eval-report.png is
+the summaries example's report, taken with :func:`screenshot`::
+
+    aigc eval run examples/eval/summaries.toml -o /tmp/summaries.html
+    python -c "from tests.test_eval_report_browser import screenshot as s; s('/tmp/summaries.html', 'docs/eval-report.png')"
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -23,7 +25,6 @@ from tests.test_eval_run import SUITE, reply_for, write_suite  # noqa: E402
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "eval-report.png"
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs chromium: apt-get install chromium")
 
@@ -75,5 +76,13 @@ def test_the_html_report_in_headless_chromium(report_file, tmp_path):
     assert not errors
     assert all(url.startswith(("file:", "data:")) for url in fetched)  # self-contained: nothing fetched
     assert shot.stat().st_size > 50_000
-    if os.environ.get("AIGC_UPDATE_DOCS"):
-        shutil.copyfile(shot, DOCS)
+
+
+def screenshot(html: str | Path, png: str | Path, width: int = 1400) -> None:
+    """A full-page screenshot of a report in headless Chromium."""
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": width, "height": 1000})
+        page.goto(Path(html).resolve().as_uri())
+        page.screenshot(path=str(png), full_page=True)
+        browser.close()

@@ -195,6 +195,18 @@ def test_compare_refuses_other_data_or_a_changed_template_and_rescores_comparabl
     code, _, err = run_cli(capsys, "eval", "compare", report_a, tmp_path / "c/.aigc/eval/news/reports/latest.json")
     assert code == 2 and "different data" in err
 
+    from aigc.eval import compare_reports, load_report
+    from aigc.eval.compare import NotComparable
+
+    drifted = load_report(report_a)
+    drifted["candidates"][1]["model_snapshot"]["served"] = ["good-model-2025-01-01"]
+    with pytest.raises(NotComparable, match="different model snapshot"):
+        compare_reports(load_report(report_a), drifted)
+    resigned = load_report(report_a)
+    resigned["signatures"]["chrf"] = resigned["signatures"]["chrf"].replace("version:", "version:0")
+    with pytest.raises(NotComparable, match="chrf signatures differ"):
+        compare_reports(load_report(report_a), resigned)
+
     again = write_suite(tmp_path / "d")
     assert eval_json(capsys, "run", again)[0] == 0
     code, merged, err = eval_json(capsys, "compare", report_a, tmp_path / "d/.aigc/eval/news/reports/latest.json")
