@@ -287,3 +287,40 @@ def test_an_item_that_fails_is_reported_and_left_out_of_the_paired_scores(server
     failed = [r for r in report["runs"] if r["failed"]]
     assert len(failed) == 1 and "rejected" in failed[0]["failures"][0]["reason"]
     assert all(c["scores"]["rouge1"]["n"] == len(FACTS) - 1 for c in report["candidates"])
+
+
+LABELLED = [("r1", "I love this phone, the battery lasts for days.", "positive"),
+            ("r2", "The screen cracked after a week.", "negative"),
+            ("r3", "It arrived on Tuesday.", "neutral"),
+            ("r4", "Terrible support, never again.", "negative"),
+            ("r5", "Works fine, as described.", "positive"),
+            ("r6", "The box was blue.", "neutral")]
+
+
+def label_reply(body: dict) -> str | None:
+    prompt = json.dumps(body["messages"])
+    gold = next((label for _, text, label in LABELLED if text[:20] in prompt), None)
+    if gold is None:
+        return None
+    return f"Label: {gold}." if body["model"] == "good-model" else "positive"
+
+
+def test_labels_are_scored_with_accuracy_macro_f1_and_mcnemar(monkeypatch, tmp_path, capsys):
+    with FakeOpenAIServer(reply=label_reply) as server:
+        use_server(monkeypatch, server)
+        body = SUITE.replace('task = "summarize"', 'template = "classify"\n    templates_dir = "templates"').replace(
+            '["rouge", "chrf"]', '["accuracy", "macro_f1"]').replace(
+            '[vars]\n    length = "1 sentence"', '[checks]\n    labels = ["positive", "negative", "neutral"]')
+        suite = write_suite(tmp_path, body, facts=LABELLED)
+        (tmp_path / "templates").mkdir()
+        (tmp_path / "templates/classify.j2").write_text(
+            "{% block user %}{{ text }}\n\nIs this review positive, negative or neutral?{% endblock %}")
+        code, report, err = eval_json(capsys, "run", suite)
+        assert code == 0, err
+        weak, good = report["candidates"]
+        assert good["scores"]["accuracy"]["value"] == 1.0 and good["scores"]["macro_f1"]["value"] == 1.0
+        assert weak["scores"]["accuracy"]["value"] == pytest.approx(2 / 6)
+        assert weak["scores"]["macro_f1"]["value"] == pytest.approx((2 * 2 / (2 * 2 + 4 + 0)) / 3)  # positive only
+        row = next(r for r in report["comparisons"] if r["metric"] == "accuracy")
+        assert row["test"] == "McNemar (exact)" and row["only_candidate_right"] == 4 and row["only_baseline_right"] == 0
+        assert row["p_value"] == pytest.approx(2 / 16)
