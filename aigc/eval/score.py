@@ -188,16 +188,14 @@ def _best(candidates: list[dict]) -> dict[str, str]:
 
 
 def _items(s: Scoring, columns_of: dict) -> list[dict[str, Any]]:
+    means = {cand.name: {name: [None if np.isnan(v) else float(v) for v in col.item_means()]
+                         for name, col in columns_of[cand.name].items()} for cand in s.candidates}
     rows = []
     for i, item in enumerate(s.items):
         per: dict[str, Any] = {}
         for cand in s.candidates:
-            cols = columns_of[cand.name]
-            scores = {}
-            for name, col in cols.items():
-                value = col.item_means()[i]
-                scores[name] = None if np.isnan(value) else float(value)
-            entry = {"outputs": [dataclasses.asdict(row[i]) for row in cand.outputs], "scores": scores}
+            entry = {"outputs": [dict(vars(row[i])) for row in cand.outputs],
+                     "scores": {name: values[i] for name, values in means[cand.name].items()}}
             if cand.judge_reasons is not None:
                 entry["judge_reason"] = cand.judge_reasons[i]
             per[cand.name] = entry

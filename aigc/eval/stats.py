@@ -44,20 +44,20 @@ class Resampler:
     def draw(cls, n: int, resamples: int = RESAMPLES, seed: int = SEED) -> Resampler:
         rng = np.random.default_rng(seed)
         if n == 0:
-            return cls(0, resamples, seed, np.zeros((resamples, 0), dtype=np.float32))
+            return cls(0, resamples, seed, np.zeros((resamples, 0)))
         idx = rng.choice(n, size=(resamples, n), replace=True)
-        flat = (idx + np.arange(resamples, dtype=np.int64)[:, None] * n).ravel()
-        counts = np.bincount(flat, minlength=resamples * n).reshape(resamples, n).astype(np.float32)
+        counts = np.empty((resamples, n))
+        for row, drawn in zip(counts, idx, strict=True):
+            row[:] = np.bincount(drawn, minlength=n)
         return cls(n, resamples, seed, counts)
 
     def sums(self, stats: np.ndarray) -> np.ndarray:
         """Per resample, the column sums of ``stats`` (items × k): shape (resamples, k)."""
-        return self.counts @ np.asarray(stats, dtype=np.float32)
+        return self.counts @ np.asarray(stats, dtype=np.float64)
 
     def means(self, values: np.ndarray) -> np.ndarray:
         """Per resample, the mean of ``values`` (one per item)."""
-        values = np.asarray(values, dtype=np.float64)
-        return (self.counts.astype(np.float64) @ values) / max(self.n, 1)
+        return (self.counts @ np.asarray(values, dtype=np.float64)) / max(self.n, 1)
 
     def statistic(self, stats: np.ndarray, score: Callable[[np.ndarray], float]) -> np.ndarray:
         """Per resample, ``score(summed stats)``: a corpus-level statistic recomputed on each resample."""

@@ -52,6 +52,8 @@ def _script_counts(text: str) -> dict[str, int]:
 
 def script_language(text: str) -> str | None:
     """zh, ja, th or ko when the text is mostly written in that script, else None."""
+    if text.isascii():
+        return None
     counts = _script_counts(text)
     letters = sum(1 for ch in text if ch.isalpha())
     if not letters:
@@ -158,14 +160,14 @@ def rouge_tokenizer_for(language: str | None) -> str:
 # -- answers (SQuAD's normalization) --------------------------------------------------------------------
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_PUNCT = set(string.punctuation)
+_NO_PUNCT = str.maketrans("", "", string.punctuation)
 
 
 def normalize_answer(text: str) -> str:
     """The official SQuAD v1.1 evaluation's normalization: lower case, no punctuation, no articles
     (a, an, the), single spaces."""
     text = text.lower()
-    text = "".join(ch for ch in text if ch not in _PUNCT)
+    text = text.translate(_NO_PUNCT)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
