@@ -18,10 +18,10 @@ import pytest
 import aigc.cli.batch  # noqa: F401  (registers `aigc batch`)
 from aigc.batch.inputs import scan
 from aigc.batch.job import load_job
-from aigc.batch.limiter import RateGate
 from aigc.batch.outputs import JsonlOutput, write_file
 from aigc.batch.plan import close_client, key_maker, open_client
 from aigc.cli import main
+from aigc.ratelimit import RateGate
 
 KEY = "sk-test-batch-abcdef123456"
 # `python -m aigc` with the batch commands registered, for tests that need a real process to kill.

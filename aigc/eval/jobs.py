@@ -157,11 +157,12 @@ def read_outputs(spec: JobSpec) -> dict[str, Output]:
 def template_source(path: Path) -> tuple[str, str]:
     """(template name, sha256 of its source) that a written job renders its prompts with."""
     from ..batch import load_job
-    from ..batch.plan import task_spec
     from ..templates import TemplateLibrary
 
     job = load_job(path)
-    name = job.template or task_spec(job, {v: "x" for v in job.required_vars})[0]
+    name = job.template or (job.declared.template if job.declared is not None else None)
+    if name is None:  # a task that sends its messages as they are (chat)
+        return job.task, hashlib.sha256(job.task.encode("utf-8")).hexdigest()
     source = TemplateLibrary(job.templates_dir).source(name)
     return name, hashlib.sha256(source.encode("utf-8")).hexdigest()
 
