@@ -223,10 +223,20 @@ def _task_of(where: str, task: str | None, template: str | None, default: tuple[
         return "generate", template
     if task is None:
         return default
-    if task not in INPUT_FIELDS:
-        raise ConfigError(f"{where}: unknown task {task!r}; choose one of {', '.join(INPUT_FIELDS)}, "
+    from ..tasks import find_task, task_names
+
+    declared = find_task(task)  # built-in or registered, by name or alias (ask → answer)
+    if declared is None or declared.input is None:
+        raise ConfigError(f"{where}: unknown task {task!r}; choose one of {', '.join(task_names())}, "
                           "or set template = NAME")
-    return task, None
+    return declared.name, None
+
+
+def _declared_input(task: str) -> str | None:
+    from ..tasks import find_task
+
+    declared = find_task(task)
+    return declared.input if declared is not None else None
 
 
 def _resolve(path: Path, spec: SuiteFile) -> Suite:
@@ -249,7 +259,7 @@ def _resolve(path: Path, spec: SuiteFile) -> Suite:
                                     limits=c.limits or spec.limits))
     tasks = {c.task for c in candidates}
     first = candidates[0].task
-    input_field = spec.fields.input or INPUT_FIELDS.get(first, "text")
+    input_field = spec.fields.input or INPUT_FIELDS.get(first) or _declared_input(first) or "text"
     metrics = spec.metrics if spec.metrics is not None else DEFAULT_METRICS.get(first, ["chrf"])
     from .metrics import METRICS  # the declared metrics
 
