@@ -4,7 +4,8 @@ Needs Chromium from Debian (``apt-get install chromium``) and Playwright for Pyt
 the summaries example's report, taken with :func:`screenshot`::
 
     aigc eval run examples/eval/summaries.toml -o /tmp/summaries.html
-    python -c "from tests.test_eval_report_browser import screenshot as s; s('/tmp/summaries.html', 'docs/eval-report.png')"
+    python -c "from tests.test_eval_report_browser import screenshot as s; \
+               s('/tmp/summaries.html', 'docs/eval-report.png', width=1600, height=2600)"
 """
 
 from __future__ import annotations
@@ -78,11 +79,12 @@ def test_the_html_report_in_headless_chromium(report_file, tmp_path):
     assert shot.stat().st_size > 50_000
 
 
-def screenshot(html: str | Path, png: str | Path, width: int = 1400) -> None:
-    """A full-page screenshot of a report in headless Chromium."""
+def screenshot(html: str | Path, png: str | Path, width: int = 1400, height: int | None = None) -> None:
+    """A screenshot of a report in headless Chromium: the whole page, or its top ``height`` pixels."""
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": width, "height": 1000})
         page.goto(Path(html).resolve().as_uri())
-        page.screenshot(path=str(png), full_page=True)
+        clip = None if height is None else {"x": 0, "y": 0, "width": width, "height": height}
+        page.screenshot(path=str(png), full_page=True, clip=clip)
         browser.close()

@@ -26,12 +26,15 @@ def _png(fig) -> str:
 
 
 def quality_vs_cost(report: dict[str, Any]) -> str | None:
-    """Each candidate's primary score (with its 95% interval) against its cost per item."""
+    """Each candidate's primary score (with its 95% interval) against its cost per item; against its
+    latency (p50) when every candidate is free (local models)."""
     metric = primary_metric(report)
     if metric is None:
         return None
     from matplotlib.figure import Figure
 
+    costs = [c["usage"]["cost_per_item_usd"] for c in report["candidates"]]
+    by_latency = not any(costs)
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.subplots()
     unknown = []
@@ -42,17 +45,18 @@ def quality_vs_cost(report: dict[str, Any]) -> str | None:
         scale = entry["scale"]
         y = entry["value"] * scale
         lo, hi = (v * scale if v is not None else y for v in entry["ci95"])
-        cost = c["usage"]["cost_per_item_usd"]
-        if cost is None:
+        x = c["usage"]["latency_p50_s"] if by_latency else c["usage"]["cost_per_item_usd"]
+        if x is None:
             unknown.append(c["name"])
-            cost = 0.0
+            x = 0.0
         color = _COLORS[i % len(_COLORS)]
-        ax.errorbar([cost], [y], yerr=[[y - lo], [hi - y]], fmt="o", color=color, capsize=4, markersize=8)
-        ax.annotate(c["name"], (cost, y), textcoords="offset points", xytext=(8, 6), fontsize=9, color=color)
+        ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt="o", color=color, capsize=4, markersize=8)
+        ax.annotate(c["name"], (x, y), textcoords="offset points", xytext=(8, 6), fontsize=9, color=color)
     title = next(c["scores"][metric]["title"] for c in report["candidates"] if metric in c["scores"])
-    ax.set_xlabel("cost per item (USD)" + (f"; unknown, shown at 0: {', '.join(unknown)}" if unknown else ""))
+    label = "latency p50 (s); every candidate is free" if by_latency else "cost per item (USD)"
+    ax.set_xlabel(label + (f"; unknown, shown at 0: {', '.join(unknown)}" if unknown else ""))
     ax.set_ylabel(f"{title} (95% CI)")
-    ax.set_title("Quality vs cost")
+    ax.set_title("Quality vs speed" if by_latency else "Quality vs cost")
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.25, y=0.2)
     return _png(fig)
