@@ -170,6 +170,12 @@ def test_samples_at_temperature_are_separate_requests_with_their_seed_and_report
     code, _, _ = eval_json(capsys, "run", suite, "--samples", "3")
     assert code == 0 and server.request_count == 2 * 3 * len(FACTS)  # cached per sample, nothing resent
 
+    mixed = write_suite(tmp_path / "mixed", SUITE.replace("temperature = 0\n    [[", "temperature = 0.8\n    [["))
+    code, report, err = eval_json(capsys, "run", mixed, "--samples", "3")
+    assert code == 0, err
+    assert [c["samples"] for c in report["candidates"]] == [3, 1]  # the greedy one is asked once
+    assert any("'good' samples at temperature 0" in w for w in report["warnings"])
+
     greedy = write_suite(tmp_path / "greedy")
     code, out, err = run_cli(capsys, "eval", "run", greedy, "--samples", "2")
     assert code == 2 and "temperature" in err and len(err.strip().splitlines()) == 1

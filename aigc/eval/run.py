@@ -75,8 +75,12 @@ class Evaluation:
         self.samples = samples or suite.spec.samples
         self.use_cache = use_cache
         self.progress = progress
-        self.jobs = [(c, s, self._job(c, s)) for c in suite.candidates for s in range(self.samples)]
         self.warnings: list[str] = list(suite.warnings)
+        self.samples_of = {c.name: self._samples_for(c) for c in suite.candidates}
+        if self.samples > 1 and max(self.samples_of.values()) == 1:
+            raise ConfigError(f"--samples {self.samples}: every candidate samples at temperature 0, so every "
+                              "sample would be the same; set a candidate's temperature above 0")
+        self.jobs = [(c, s, self._job(c, s)) for c in suite.candidates for s in range(self.samples_of[c.name])]
         self.spent_usd = 0.0
         self.spent_tokens = 0
         self.cost_known = True
@@ -96,28 +100,29 @@ class Evaluation:
                 "max_total_tokens": None if b.max_total_tokens is None
                 else max(0, b.max_total_tokens - self.spent_tokens)}
 
-    def _check_samples(self) -> None:
+    def _samples_for(self, c: Candidate) -> int:
+        """Samples for one candidate: one when it is greedy (temperature 0: every sample would be the same)."""
         if self.samples < 2:
-            return
-        from ..templates import TemplateLibrary
+            return 1
+        temperature = c.params.get("temperature")
+        if temperature is None:
+            from ..tasks import find_task
+            from ..templates import TemplateLibrary
 
-        library = TemplateLibrary(self.suite.templates_dir)
-        for c, sample, spec in self.jobs:
-            if sample:
-                continue
-            temperature = c.params.get("temperature")
-            if temperature is None:
-                temperature = library.get(template_source(write_job(spec))[0]).defaults.get("temperature")
-            if not temperature:
-                raise ConfigError(f"--samples {self.samples}: candidate {c.name!r} samples at temperature "
-                                  f"{temperature or 0}, so every sample would be the same; set its temperature "
-                                  "above 0")
+            declared = find_task(c.task) if c.template is None else None
+            name = c.template or (declared.template if declared is not None else None)
+            if name is not None:
+                temperature = TemplateLibrary(self.suite.templates_dir).get(name).defaults.get("temperature")
+        if not temperature:
+            self.warnings.append(f"candidate {c.name!r} samples at temperature 0, so one sample of it is used "
+                                 f"instead of {self.samples}")
+            return 1
+        return self.samples
 
     # -- dry run ----------------------------------------------------------------------------------------
     def plan(self) -> dict[str, Any]:
         """What a run would do: per job and in total, items to do, requests, tokens and the worst-case
         cost, plus an estimate for the judge. Sends nothing."""
-        self._check_samples()
         rows, total, unknown = [], 0.0, False
         for c, sample, spec in self.jobs:
             spec.budget = self._budget_left()
@@ -137,6 +142,7 @@ class Evaluation:
             else:
                 total += judge["max_cost_usd"]
         return {"suite": self.suite.name, "samples": self.samples, "jobs": rows, "judge": judge,
+                "warnings": self.warnings,
                 "requests": sum(r["requests"] for r in rows) + (judge["requests"] if judge else 0),
                 "max_cost_usd": None if unknown else round(total, 6), "budget": self.suite.spec.budget.model_dump()}
 
@@ -158,17 +164,18 @@ class Evaluation:
         return report
 
     async def run(self) -> dict[str, Any]:
-        self._check_samples()
         started = datetime.now(UTC)
         runs, codes = [], []
         for c, sample, spec in self.jobs:
-            label = c.name if self.samples == 1 else f"{c.name} sample {sample + 1}/{self.samples}"
+            count = self.samples_of[c.name]
+            label = c.name if count == 1 else f"{c.name} sample {sample + 1}/{count}"
             report = await self.run_spec(spec, label)
             codes.append(EXIT_BUDGET if report is None else report.exit_code)
             runs.append(run_summary(label, report))
         outputs = {(c.name, sample): read_outputs(spec) for c, sample, spec in self.jobs}
         complete = [r for r in self.suite.records
-                    if all(r.id in outputs[c.name, s] for c in self.suite.candidates for s in range(self.samples))]
+                    if all(r.id in outputs[c.name, s] for c in self.suite.candidates
+                           for s in range(self.samples_of[c.name]))]
         missing = len(self.suite.records) - len(complete)
         if missing:
             self.warnings.append(f"{missing} of {len(self.suite.records)} items are not answered by every "
@@ -196,11 +203,12 @@ class Evaluation:
         for c in s.candidates:
             spec = next(spec for cc, sample, spec in self.jobs if cc is c and sample == 0)
             name, digest = template_source(spec.path)
-            served = sorted({o.model for s_ in range(self.samples) for o in outputs[c.name, s_].values() if o.model})
+            count = self.samples_of[c.name]
+            served = sorted({o.model for s_ in range(count) for o in outputs[c.name, s_].values() if o.model})
             info = {"backend": c.backend, "model": c.model, "base_url": _public_url(c.base_url), "task": c.task,
                     "template": name, "template_sha256": digest, "params": c.params, "vars": c.vars,
                     "model_snapshot": {"served": served, "fingerprint": model_fingerprint(c.model)}}
-            rows = [[outputs[c.name, sample][r.id] for r in complete] for sample in range(self.samples)]
+            rows = [[outputs[c.name, sample][r.id] for r in complete] for sample in range(count)]
             grades = judge.grades.get(c.name) if judge is not None else None
             checks = CheckSettings.build(
                 length=s.spec.checks.length or c.vars.get("length"), tolerance=s.spec.checks.length_tolerance,

@@ -149,6 +149,8 @@ def format_plan(plan: dict[str, Any]) -> str:
     budget = plan.get("budget") or {}
     if budget.get("max_cost_usd") is not None or budget.get("max_total_tokens") is not None:
         lines.append(f"budget: {budget}")
+    for w in plan.get("warnings", []):
+        lines.append(f"note: {w}")
     for r in plan["jobs"]:
         for problem in r["problems"][:3]:
             lines.append(f"  problem ({r['candidate']}): {problem}")
