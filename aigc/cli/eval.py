@@ -7,7 +7,6 @@ one of its jobs holds the lock. ``aigc eval compare``: 0, or 2 when the reports 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
@@ -111,6 +110,8 @@ def run(
     Exit codes: 0 done; 1 some items failed or a judge output could not be parsed; 2 bad suite or
     configuration; 3 budget reached (run again to finish); 75 another run holds a job's lock.
     """
+    import asyncio
+
     library = _library()
     from aigc.eval.table import format_plan, format_report
 
