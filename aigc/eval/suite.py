@@ -319,7 +319,8 @@ def _read_records(where: str, data_path: Path, fields: FieldsSpec,
         if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
             raise ConfigError(f"{name} line {number}: {fields.reference!r} must be a text or a list of texts")
         if input_field is not None and not isinstance(value.get(input_field), str):
-            raise ConfigError(f"{name} line {number}: the input field {input_field!r} is missing or not text")
+            raise ConfigError(f"{name} line {number}: the input field {input_field!r} is missing or not text "
+                              "(name the field with [fields] input = ...)")
         held = {fields.reference, "id"} | ({fields.language} if fields.language else set())
         language = value.get(fields.language) if fields.language else None
         records.append(Record(id=item_id, fields={k: v for k, v in value.items() if k not in held},
