@@ -18,7 +18,7 @@ pytest.importorskip("sacrebleu")
 pytest.importorskip("rouge_score")
 
 from tests.openai_server import FakeOpenAIServer  # noqa: E402
-from tests.test_batch_job import aigc_process, run_cli, use_server  # noqa: E402
+from tests.test_batch_job import KEY, aigc_process, run_cli, use_server  # noqa: E402
 
 FACTS = [
     ("bridge", "The council voted on Monday to repair the harbour bridge for 4 million euros.",
@@ -149,6 +149,9 @@ def test_two_candidates_scored_with_intervals_tests_cost_and_latency_then_a_reru
     html = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in html and REFERENCE["bridge"] in html
     assert Path(report["report_path"]).is_file()
+    written = [p.read_text(errors="replace") for p in (tmp_path / ".aigc").rglob("*") if p.is_file()
+               and p.suffix in (".json", ".toml", ".jsonl")]
+    assert KEY not in html and not any(KEY in text for text in written)  # the API key is never written
 
     code, again, _ = eval_json(capsys, "run", suite)
     assert code == 0 and server.request_count == 2 * len(FACTS)  # everything came from the journal
