@@ -40,6 +40,10 @@ SUITE = """
 def test_an_eval_of_the_test_server_against_the_local_model(monkeypatch, tmp_path, capsys):
     with FakeOpenAIServer(reply=reply_for) as server:
         use_server(monkeypatch, server)
+        models = tmp_path / "models.toml"
+        models.write_text('[models."good-model"]\ncontext_window = 8192\nmax_output_tokens = 4096\n'
+                          'input_price = 2.50\noutput_price = 10.00\n')
+        monkeypatch.setenv("AIGC_MODELS_FILE", str(models))
         suite = write_suite(tmp_path, SUITE, facts=FACTS[:3])
         code, out, err = run_cli(capsys, "eval", "run", suite, "--json", "-o", tmp_path / "report.html")
         assert code == 0, err
@@ -52,4 +56,5 @@ def test_an_eval_of_the_test_server_against_the_local_model(monkeypatch, tmp_pat
         assert all(i["candidates"]["smollm"]["outputs"][0]["text"].strip() for i in report["items"])
         assert 0 < local["scores"]["rouge1"]["value"] < server_c["scores"]["rouge1"]["value"] == 1.0
         assert report["best"]["rouge1"] == "server" and report["best"]["cost_usd"] == "smollm"
+        assert server_c["usage"]["cost_usd"] > 0
         assert (tmp_path / "report.html").stat().st_size > 10_000
