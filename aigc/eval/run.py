@@ -84,6 +84,7 @@ class Evaluation:
         self.spent_usd = 0.0
         self.spent_tokens = 0
         self.cost_known = True
+        self.budget_stopped = False
 
     # -- jobs -------------------------------------------------------------------------------------------
     def _job(self, c: Candidate, sample: int) -> JobSpec:
@@ -149,14 +150,15 @@ class Evaluation:
     # -- the run ----------------------------------------------------------------------------------------
     async def run_spec(self, spec: JobSpec, label: str):
         """Run one job within what is left of the budget; returns its RunReport, or None when the budget
-        is already spent."""
+        is already spent (or stopped an earlier job: nothing more is started)."""
         left = self._budget_left()
-        if left["max_cost_usd"] == 0 or left["max_total_tokens"] == 0:
+        if self.budget_stopped or left["max_cost_usd"] == 0 or left["max_total_tokens"] == 0:
             return None
         spec.budget = left
         callback = None if self.progress is None else (lambda p: self.progress(label, p))
         report = await run_job(write_job(spec), use_cache=self.use_cache, progress=callback)
         self.spent_tokens += report.tokens
+        self.budget_stopped = report.exit_code == EXIT_BUDGET
         if report.cost_usd is None:
             self.cost_known = False
         else:
