@@ -129,6 +129,8 @@ class EngineBase:
         self.accounting.settle(ticket.request, ticket.task, ticket.held, completion=completion, cost_usd=cost,
                                latency_s=time.perf_counter() - ticket.started, attempts=attempts)
         self.accounting.remember(ticket.asked or ticket.request, completion)
+        if self.accounting.gate is not None:
+            self.accounting.gate.observe(completion.limits)
         return Sent(completion, attempts, cost)
 
     def failed(self, ticket: Ticket, error: BaseException, attempts: int) -> None:
@@ -142,6 +144,8 @@ class EngineBase:
         if gate is not None and isinstance(error, RateLimited):
             gate.refund()
             gate.penalize(error.retry_after)
+            if error.limits:
+                gate.observe(error.limits)
 
     def timeout(self, ticket: Ticket) -> float | None:
         return ticket.request.timeout or self.settings.timeout
@@ -162,13 +166,15 @@ class Engine(EngineBase, FlowDriver):
         gate = self.accounting.gate
 
         def attempt(timeout: float | None) -> Completion:
-            if gate is not None:
-                gate.acquire_blocking(ticket.tokens)
+            slot = gate.acquire_blocking(ticket.tokens) if gate is not None else None
             try:
                 return self.backend.generate(self.attempt_request(ticket, timeout))
             except AigcError as e:
                 self.rejected(e)
                 raise
+            finally:
+                if slot is not None:
+                    gate.finished(slot)
 
         try:
             completion, attempts = call_with_retry(attempt, self.policy, self.timeout(ticket))
@@ -184,13 +190,15 @@ class Engine(EngineBase, FlowDriver):
         gate = self.accounting.gate
 
         async def attempt(timeout: float | None) -> Completion:
-            if gate is not None:
-                await gate.acquire(ticket.tokens)
+            slot = await gate.acquire(ticket.tokens) if gate is not None else None
             try:
                 return await self.backend.agenerate(self.attempt_request(ticket, timeout))
             except AigcError as e:
                 self.rejected(e)
                 raise
+            finally:
+                if slot is not None:
+                    gate.finished(slot)
 
         try:
             completion, attempts = await acall_with_retry(attempt, self.policy, self.timeout(ticket))
@@ -212,8 +220,7 @@ class Engine(EngineBase, FlowDriver):
         def open_stream(timeout: float | None) -> StreamDelta | None:
             nonlocal attempts
             attempts += 1
-            if gate is not None:
-                gate.acquire_blocking(ticket.tokens)
+            slot = gate.acquire_blocking(ticket.tokens) if gate is not None else None
             try:
                 it = iter(self.backend.stream(self.attempt_request(ticket, timeout)))
                 opened[:] = [it]
@@ -221,6 +228,9 @@ class Engine(EngineBase, FlowDriver):
             except AigcError as e:
                 self.rejected(e)
                 raise
+            finally:
+                if slot is not None:
+                    gate.finished(slot)
 
         try:
             first, _ = call_with_retry(open_stream, self.policy, self.timeout(ticket))
@@ -250,8 +260,7 @@ class Engine(EngineBase, FlowDriver):
         async def open_stream(timeout: float | None) -> StreamDelta | None:
             nonlocal attempts
             attempts += 1
-            if gate is not None:
-                await gate.acquire(ticket.tokens)
+            slot = await gate.acquire(ticket.tokens) if gate is not None else None
             try:
                 it = aiter(self.backend.astream(self.attempt_request(ticket, timeout)))
                 opened[:] = [it]
@@ -259,6 +268,9 @@ class Engine(EngineBase, FlowDriver):
             except AigcError as e:
                 self.rejected(e)
                 raise
+            finally:
+                if slot is not None:
+                    gate.finished(slot)
 
         try:
             first, _ = await acall_with_retry(open_stream, self.policy, self.timeout(ticket))
@@ -316,9 +328,9 @@ class Engine(EngineBase, FlowDriver):
                 out[i] = admitted
             else:
                 tickets[i] = admitted
-        if tickets and self.accounting.gate is not None:
+        if tickets and (gate := self.accounting.gate) is not None:
             for ticket in tickets.values():
-                self.accounting.gate.acquire_blocking(ticket.tokens)
+                gate.finished(gate.acquire_blocking(ticket.tokens))
         try:
             completions = self.backend.generate_batch([t.request for t in tickets.values()]) if tickets else []
         except AigcError as e:
