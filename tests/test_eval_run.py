@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("sacrebleu")
 pytest.importorskip("rouge_score")
 
-from tests.openai_server import FakeOpenAIServer  # noqa: E402
+from tests.openai_server import FakeOpenAIServer, Fault  # noqa: E402
 from tests.test_batch_job import KEY, aigc_process, run_cli, use_server  # noqa: E402
 
 FACTS = [
@@ -155,9 +155,15 @@ def test_two_candidates_scored_with_intervals_tests_cost_and_latency_then_a_reru
 
     code, again, _ = eval_json(capsys, "run", suite)
     assert code == 0 and server.request_count == 2 * len(FACTS)  # everything came from the journal
-    assert again["candidates"][1]["scores"]["rougeL"] == good["scores"]["rougeL"]
     code, out, _ = run_cli(capsys, "eval", "run", suite)
     assert re.search(r"^good\s+100\.0 \[100\.0, 100\.0\]\*", out, re.M), out  # best per column marked
+
+    # A changed candidate is a new system: its earlier outputs are never scored as its own.
+    suite.write_text(suite.read_text().replace("max_output_tokens = 40", "max_output_tokens = 30", 1))
+    server.fail_next(100, Fault(status=400, message="Rejected."))
+    code, changed, _ = eval_json(capsys, "run", suite)
+    assert code == 1 and changed["suite"]["scored_items"] == 0
+    assert again["candidates"][1]["scores"]["rougeL"] == good["scores"]["rougeL"]
 
 
 def test_samples_at_temperature_are_separate_requests_with_their_seed_and_report_spread(server, tmp_path, capsys):
@@ -286,7 +292,6 @@ def test_the_budget_stops_the_eval_and_a_rerun_finishes_without_paying_twice(ser
 
 
 def test_an_item_that_fails_is_reported_and_left_out_of_the_paired_scores(server, tmp_path, capsys):
-    from tests.openai_server import Fault
 
     suite = write_suite(tmp_path)
     server.enqueue_faults(Fault(status=400, message="This item is rejected."))

@@ -20,7 +20,8 @@ from typing import Any
 
 from ..textio import write_atomic
 
-__all__ = ["JobSpec", "Output", "write_job", "run_job", "plan_job_file", "read_outputs", "template_source",
+__all__ = ["JobSpec", "Output", "write_job", "run_job", "plan_job_file", "read_outputs", "current_keys",
+           "template_source",
            "model_fingerprint", "run_summary"]
 
 
@@ -133,19 +134,37 @@ def plan_job_file(path: Path):
     return plan_job(load_job(path))
 
 
+def current_keys(spec: JobSpec) -> dict[str, str]:
+    """Each record's item key as the job stands now (its template, model, settings and input)."""
+    from ..batch import load_job
+    from ..batch.inputs import scan
+    from ..batch.plan import close_client, key_maker, open_client
+
+    job = load_job(spec.path)
+    client = open_client(job, use_cache=False)
+    try:
+        return {item.id: item.key for item in scan(job, key_maker(job, client))}
+    finally:
+        close_client(client)
+
+
 def read_outputs(spec: JobSpec) -> dict[str, Output]:
-    """The job's outputs by record id (the last line of an id wins: a changed input was redone)."""
+    """The job's outputs by record id, only those made for the job as it stands now: a line written for an
+    earlier template, model or setting (another item key) is not this candidate's output any more."""
     found: dict[str, Output] = {}
     try:
         raw = spec.output.read_text(encoding="utf-8")
     except FileNotFoundError:
         return found
+    keys = current_keys(spec)
     for line in raw.splitlines():
         try:
             row = json.loads(line)
         except ValueError:
             continue  # a torn last line; the next run repairs it
         if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            continue
+        if row.get("key") != keys.get(str(row.get("id"))):
             continue
         found[str(row.get("id"))] = Output(
             text=row["text"], model=row.get("model"), finish_reason=row.get("finish_reason"),

@@ -43,6 +43,11 @@ def instruction(task: str, variables: dict[str, Any], description: str) -> str:
     return description or "a good response to the input"
 
 
+def _shown(text: str) -> str:
+    """An output as the judge sees it: an empty one is said to be empty (and judged as such)."""
+    return text if text.strip() else "(nothing: the assistant's output was empty)"
+
+
 class JudgeStage:
     def __init__(self, suite: Suite, evaluation) -> None:
         assert suite.judge is not None
@@ -79,22 +84,24 @@ class JudgeStage:
                        templates_dir=self.suite.templates_dir)
 
     def _base(self, record: Record) -> dict[str, Any]:
-        return {"id": record.id, "input": record.input_text(self.suite.input_field),
-                "reference": record.reference if self.spec.reference else "", "rubric": self.spec.rubric,
+        base = {"id": record.id, "input": record.input_text(self.suite.input_field), "rubric": self.spec.rubric,
                 "instruction": self.instruction}
+        if self.spec.reference:
+            base["reference"] = record.reference
+        return base
 
     def jobs(self, records: list[Record], outputs: dict[str, list[Any]]) -> list[tuple[str, JobSpec]]:
         """(label, job) for every judge job over these records and the candidates' outputs."""
         found = []
         if self.spec.mode == "pointwise":
             for c in self.suite.candidates:
-                rows = [{**self._base(r), "output": outputs[c.name][i].text} for i, r in enumerate(records)]
+                rows = [{**self._base(r), "output": _shown(outputs[c.name][i].text)} for i, r in enumerate(records)]
                 found.append((f"judge {c.name}", self._job(c.name, rows)))
             return found
         for a, b in self._pairs():
             for order, (first, second) in (("ab", (a, b)), ("ba", (b, a))):
-                rows = [{**self._base(r), "output_a": outputs[first][i].text, "output_b": outputs[second][i].text}
-                        for i, r in enumerate(records)]
+                rows = [{**self._base(r), "output_a": _shown(outputs[first][i].text),
+                         "output_b": _shown(outputs[second][i].text)} for i, r in enumerate(records)]
                 found.append((f"judge {a} vs {b} ({order})", self._job(f"{a}--{b}/{order}", rows)))
         return found
 
@@ -171,7 +178,7 @@ class JudgeStage:
                 slots = [pair for pair in self._pairs() for _ in range(2)]
             prompt = 0
             for r in self.suite.records:
-                variables = {**self._base(r), "output": "", "output_a": "", "output_b": ""}
+                variables = {**self._base(r), "output": ".", "output_a": ".", "output_b": "."}
                 variables.pop("id")
                 request = client.build_request(self.template, variables, {})
                 base_tokens = client.backend.count_tokens(request.messages, request.model)
