@@ -28,7 +28,7 @@ from .errors import ApiError, from_aigc
 from .keys import KeyStore
 from .knowledge import Knowledge
 from .state import ServeOptions, ServeState
-from .tasks import run_task
+from .tasks import TASKS, run_task
 
 __all__ = ["create_app"]
 
@@ -122,6 +122,11 @@ def create_app(core: Core, options: ServeOptions | None = None, *, keys: KeyStor
     handlers: dict[Any, Any] = {Exception: _error, ApiError: _error, AigcError: _error}
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.serve = state
+    endpoints = {r.path for r in routes} | {f"/v1/tasks/{t}" for t in TASKS}
+
+    def done(path: str, status: int) -> None:
+        state.metrics.requests.labels(path if path in endpoints else "other", str(status)).inc()
+
     app.add_middleware(ServeMiddleware, max_body=state.options.max_body_bytes,
-                       on_cancel=state.metrics.cancelled.inc)
+                       on_cancel=state.metrics.cancelled.inc, on_done=done)
     return app

@@ -36,12 +36,14 @@ def _error(status: int, message: str, code: str) -> tuple[dict, bytes]:
 
 
 class ServeMiddleware:
-    """Wraps the app: ``max_body`` bytes per request body; ``on_cancel()`` when a client goes away."""
+    """Wraps the app: ``max_body`` bytes per request body; ``on_cancel()`` when a client goes away;
+    ``on_done(path, status)`` when a request ends."""
 
-    def __init__(self, app: Any, *, max_body: int, on_cancel: Any = None) -> None:
+    def __init__(self, app: Any, *, max_body: int, on_cancel: Any = None, on_done: Any = None) -> None:
         self.app = app
         self.max_body = max_body
         self.on_cancel = on_cancel
+        self.on_done = on_done
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -117,6 +119,8 @@ class ServeMiddleware:
                 return
 
     def _log(self, scope: dict, info: dict, status: int, started: float) -> None:
+        if self.on_done is not None:
+            self.on_done(scope.get("path", ""), status)
         if not access_log.isEnabledFor(logging.INFO):
             return
         record = {

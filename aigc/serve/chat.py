@@ -99,8 +99,7 @@ def _finished(state: ServeState, info: dict, result: Result, started: float) -> 
     m = state.metrics
     m.e2e.observe(time.perf_counter() - started)
     m.prompt_tokens.inc(result.usage.prompt_tokens)
-    if not state.live_tokens:
-        m.generation_tokens.inc(result.usage.completion_tokens)
+    m.add_generated(result.usage.completion_tokens)
     info["prompt_tokens"] = result.usage.prompt_tokens
     info["completion_tokens"] = result.usage.completion_tokens
 

@@ -77,12 +77,16 @@ class Core:
         if loader is not None:
             loader(self.model)
 
+    def loop_stats(self) -> Any:
+        """The local decode loop's counters (running, waiting, tokens, batch sizes); None for other backends."""
+        return getattr(self.backend, "stats", None)
+
     def running(self) -> int | None:
-        stats = getattr(self.backend, "stats", None)
+        stats = self.loop_stats()
         return None if stats is None else stats.running
 
     def waiting(self) -> int | None:
-        stats = getattr(self.backend, "stats", None)
+        stats = self.loop_stats()
         return None if stats is None else stats.waiting
 
     def context_window(self, model: str) -> int:

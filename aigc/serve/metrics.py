@@ -15,7 +15,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 __all__ = ["Metrics"]
 
@@ -25,13 +26,20 @@ _BATCH = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256)
 
 
 class Metrics:
-    """One registry per app (tests run several apps in one process)."""
+    """One registry per app (tests run several apps in one process).
+
+    ``running``, ``waiting`` and ``queue_depth`` are read at each scrape; so is ``live()``, the local decode
+    loop's counters (None for other backends), which supply the generated tokens and batch sizes as they
+    happen. Without a live loop, generated tokens are added as requests finish (:meth:`add_generated`).
+    """
 
     def __init__(self, running: Callable[[], float], waiting: Callable[[], float],
-                 queue_depth: Callable[[], float]) -> None:
+                 queue_depth: Callable[[], float], live: Callable[[], Any] = lambda: None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = r = CollectorRegistry()
+        self._live = live
+        self._generated = 0
         Gauge("aigc:num_requests_running", "Requests generating now.", registry=r).set_function(running)
         Gauge("aigc:num_requests_waiting", "Requests waiting for a place on the model.",
               registry=r).set_function(waiting)
@@ -42,12 +50,35 @@ class Metrics:
         self.e2e = Histogram("aigc:e2e_request_latency_seconds", "Arrival to the end of the answer.",
                              buckets=_LATENCY, registry=r)
         self.prompt_tokens = Counter("aigc:prompt_tokens", "Prompt tokens of finished requests.", registry=r)
-        self.generation_tokens = Counter("aigc:generation_tokens", "Generated tokens.", registry=r)
-        self.batch_size = Histogram("aigc:batch_size", "Rows in each decode step of the local model.",
-                                    buckets=_BATCH, registry=r)
         self.requests = Counter("aigc:requests", "Answered requests.", ["endpoint", "status"], registry=r)
         self.cancelled = Counter("aigc:requests_cancelled", "Requests whose client went away.", registry=r)
         self.rejected = Counter("aigc:requests_rejected", "Requests turned away.", ["reason"], registry=r)
+        r.register(self)
+
+    def add_generated(self, tokens: int) -> None:
+        if self._live() is None:
+            self._generated += tokens
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        """The live part: generated tokens and the decode loop's batch sizes."""
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+        stats = self._live()
+        yield CounterMetricFamily("aigc:generation_tokens", "Generated tokens.",
+                                  value=stats.tokens if stats is not None else self._generated)
+        if stats is None:
+            return
+        counts = dict(stats.batch_sizes)
+        buckets, running = [], 0
+        for bound in _BATCH:
+            running = sum(n for size, n in counts.items() if size <= bound)
+            buckets.append((str(bound), running))
+        buckets.append(("+Inf", sum(counts.values())))
+        yield HistogramMetricFamily("aigc:batch_size", "Rows in each decode step of the local model.",
+                                    buckets=buckets, sum_value=sum(size * n for size, n in counts.items()))
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +58,18 @@ class Server:
     """uvicorn over ``app`` on ``host:port`` (0: any free port; see ``port`` once started)."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8000, *, drain_timeout: float = 30.0,
-                 log_level: str = "warning") -> None:
+                 log_level: str = "warning", on_started: Callable[[Server], None] | None = None) -> None:
         import uvicorn
 
         self.app = app
-        state = app.state.serve
+        state, outer = app.state.serve, self
 
         class _Uvicorn(uvicorn.Server):
+            async def startup(self, sockets: Any = None) -> None:
+                await super().startup(sockets)
+                if on_started is not None and self.started:
+                    on_started(outer)
+
             def handle_exit(self, sig: int, frame: Any) -> None:
                 state.draining = True  # /ready says so while requests in flight finish
                 super().handle_exit(sig, frame)

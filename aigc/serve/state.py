@@ -61,6 +61,7 @@ class ServeState:
             running=lambda: core.running() if self.live_tokens else self.admission.inflight,
             waiting=lambda: core.waiting() if self.live_tokens else 0,
             queue_depth=lambda: self.admission.inflight,
+            live=core.loop_stats,
         )
         self.ready = False
         self.draining = False

@@ -106,7 +106,6 @@ async def run_task(request: Request) -> Response:
             slot.release()
     state.metrics.e2e.observe(time.perf_counter() - started)
     state.metrics.prompt_tokens.inc(result.usage.prompt_tokens)
-    if not state.live_tokens:
-        state.metrics.generation_tokens.inc(result.usage.completion_tokens)
+    state.metrics.add_generated(result.usage.completion_tokens)
     info["prompt_tokens"], info["completion_tokens"] = result.usage.prompt_tokens, result.usage.completion_tokens
     return JSONResponse(result.model_dump(mode="json"), headers={"x-aigc-backend": state.core.backend_name})

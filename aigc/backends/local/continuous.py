@@ -33,18 +33,15 @@ __all__ = ["ContinuousLocalBackend"]
 class ContinuousLocalBackend(LocalBackend):
     """``LocalBackend`` with continuous batching for async callers (``aigc serve`` uses it).
 
-    ``max_batch`` rows decode together (default 32 on CPU, 128 on a GPU); ``on_step(batch_size)`` is called
-    after every decode step (for metrics).
+    ``max_batch`` rows decode together (default 32 on CPU, 128 on a GPU); ``stats`` holds the loop's counters.
     """
 
     prefers_batches = False  # many requests at once go through the scheduler, not generate_batch
 
-    def __init__(self, settings: Settings, *, max_batch: int | None = None, prefill_tokens: int = 4096,
-                 on_step: Callable[[int], None] | None = None) -> None:
+    def __init__(self, settings: Settings, *, max_batch: int | None = None, prefill_tokens: int = 4096) -> None:
         super().__init__(settings)
         self.max_batch = max_batch
         self.prefill_tokens = prefill_tokens
-        self.on_step = on_step
         self._schedulers: dict[str, tuple[Scheduler, Constraints]] = {}
         self._lock = threading.Lock()
         self._ids = 0
@@ -64,7 +61,7 @@ class ContinuousLocalBackend(LocalBackend):
                 self._schedulers.clear()
                 batch = self.max_batch or (32 if lm.device == "cpu" else 128)
                 pair = (Scheduler(lm.model, device=lm.device, pad_id=lm.pad_id, max_batch=batch,
-                                  prefill_tokens=self.prefill_tokens, on_step=self.on_step),
+                                  prefill_tokens=self.prefill_tokens),
                         Constraints(lm.tokenizer, lm.end_ids))
                 self._schedulers[lm.name] = pair
             return pair

@@ -23,7 +23,7 @@ import inspect
 import itertools
 import logging
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,7 +73,7 @@ class SchedulerStats:
     tokens: int = 0
     prefilled: int = 0
     cancelled: int = 0
-    batch_sizes: deque = field(default_factory=lambda: deque(maxlen=4096))
+    batch_sizes: Counter = field(default_factory=Counter)  # decode steps by number of rows
 
 
 class Scheduler:
@@ -81,17 +81,15 @@ class Scheduler:
 
     ``max_batch`` rows decode together; ``prefill_tokens`` caps the prompt tokens prefilled per turn (at least
     one request is always admitted), so arrivals never stall running streams for long.
-    ``on_step(batch_size)`` is called after every decode step.
     """
 
     def __init__(self, model: Any, *, device: str, pad_id: int, max_batch: int = 32,
-                 prefill_tokens: int = 4096, on_step: Callable[[int], None] | None = None) -> None:
+                 prefill_tokens: int = 4096) -> None:
         self.model = model
         self.device = device
         self.pad_id = pad_id
         self.max_batch = max(1, max_batch)
         self.prefill_tokens = max(1, prefill_tokens)
-        self.on_step = on_step
         self.stats = SchedulerStats()
         self._cv = threading.Condition()
         self._pending: deque[Sequence] = deque()
@@ -300,9 +298,7 @@ class Scheduler:
         tokens = self._pick(self._rows, logits)
         self._next = tokens
         self.stats.steps += 1
-        self.stats.batch_sizes.append(len(self._rows))
-        if self.on_step is not None:
-            self.on_step(len(self._rows))
+        self.stats.batch_sizes[len(self._rows)] += 1
         for seq, token in zip(self._rows, tokens, strict=True):
             if seq.finish is None:
                 self._emit(seq, token)
