@@ -18,7 +18,7 @@ import pytest
 import aigc.cli.batch  # noqa: F401  (registers `aigc batch`)
 from aigc.batch.inputs import scan
 from aigc.batch.job import load_job
-from aigc.batch.limiter import RateGate
+from aigc.ratelimit import RateGate
 from aigc.batch.outputs import JsonlOutput, write_file
 from aigc.batch.plan import close_client, key_maker, open_client
 from aigc.cli import main

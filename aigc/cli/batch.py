@@ -6,7 +6,6 @@ configuration; 3 budget reached (the rest left pending); 75 another run of the j
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
@@ -138,6 +137,8 @@ def run(
     Exit codes: 0 all items done; 1 some items failed (listed in the report); 2 bad job file or
     configuration; 3 budget reached (the rest left pending); 75 another run of this job holds the lock.
     """
+    import asyncio
+
     from ..batch import EXIT_LOCKED, JobLocked, Runner, load_job, plan_job
 
     job = load_job(job_file)
