@@ -64,17 +64,8 @@ def serve(
     keys = open_keys(settings.data_dir, host, allow_no_auth=allow_no_auth, keys_file=keys_file)
     extra = {"max_batch": max_batch} if settings.resolved_backend() == "local" else {}
     client = aigc.AsyncClient(backend=build_backend(settings, **extra), settings=settings,
-                              concurrency=max_batch)
-    response_cache = gate = None
-    if cache:
-        from ..cache import ResponseCache
-
-        response_cache = ResponseCache.in_dir(settings.data_dir)
-    if rpm or tpm:
-        from ..batch.limiter import RateGate
-
-        gate = RateGate(rpm=rpm, tpm=tpm)
-    core = Core(client, cache=response_cache, gate=gate)
+                              concurrency=max_batch, cache=cache or None, rpm=rpm, tpm=tpm)
+    core = Core(client)
     grounding = Knowledge(list(knowledge), core.text_counter()) if knowledge else None
     options = ServeOptions(host=host, port=port, max_tokens=max_tokens, max_running=max_batch,
                            max_waiting=max_queue, max_body_bytes=max_body, request_timeout=request_timeout,

@@ -65,9 +65,9 @@ async def chat_completions(request: Request) -> Response:
         info["model"] = model
         chat = _request(state, params, model)
         prompt = state.core.prompt_tokens(chat)
-        chat = chat.model_copy(update={"max_tokens": state.output_tokens(model, prompt, params.max_tokens)})
+        chat = chat.model_copy(update={"max_output_tokens": state.output_tokens(model, prompt, params.max_tokens)})
         if key is not None:
-            lease.slots.append(state.limits.enter(key, prompt + chat.max_tokens))
+            lease.slots.append(state.limits.enter(key, prompt + chat.max_output_tokens))
         if params.stream:
             response = await _stream(state, chat, params, caller, lease, info, started)
             handed_over = True  # the stream gives the places back when it ends

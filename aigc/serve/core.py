@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..client import TASK_SPECS, AsyncClient
+from ..client import AsyncClient
 from ..errors import OutputInvalid
 from ..flows import Flow, Outcome, Step, extract_json, single
 from ..types import ChatRequest, Completion, Message, Result
@@ -45,19 +45,13 @@ class _Labelled:
 
 
 class Core:
-    """One client (backend, settings, retry policy, ledger) shared by every request of the server.
+    """One client (backend, settings, retry policy and its accounting: ledger, response cache, rate gate)
+    shared by every request of the server."""
 
-    ``cache`` (a :class:`~aigc.cache.ResponseCache`) and ``gate`` (a :class:`~aigc.batch.limiter.RateGate` for
-    the upstream's limits) are optional and apply to every caller, as they do in batch jobs.
-    """
-
-    def __init__(self, client: AsyncClient, *, cache: Any = None, gate: Any = None) -> None:
+    def __init__(self, client: AsyncClient) -> None:
         self.client = client
         self.backend = client.backend
         self.engine = client.engine
-        # The engine takes these as attributes today; they move into its Accounting object.
-        self.engine.cache = cache
-        self.engine.gate = gate
         self.max_reasks = client.settings.max_reasks
         self._engines: dict[str | None, Any] = {}
 
@@ -90,10 +84,10 @@ class Core:
         return None if stats is None else stats.waiting
 
     def context_window(self, model: str) -> int:
-        return self.backend.context_window(model)
+        return self.backend.model_info(model).context_window
 
     def max_output_tokens(self, model: str) -> int:
-        return self.backend.max_output_tokens(model)
+        return self.backend.model_info(model).max_output_tokens
 
     def prompt_tokens(self, request: ChatRequest) -> int:
         """Prompt tokens as the model will see them: chat template and any schema text included."""
@@ -116,11 +110,13 @@ class Core:
     # -- sending --------------------------------------------------------------------------------------------
 
     def _engine_for(self, caller: Caller) -> Any:
+        """The engine with the caller's key name on its ledger rows and the key's budget among its budgets."""
         base = self._engines.get(caller.name)
         if base is None:
+            books = self.engine.accounting
             base = copy.copy(self.engine)
-            if self.engine.ledger is not None:
-                base.ledger = _Labelled(self.engine.ledger, caller.name)
+            if books.ledger is not None:
+                base.accounting = dataclasses.replace(books, ledger=_Labelled(books.ledger, caller.name))
             self._engines[caller.name] = base
         return base.with_budget(caller.budget) if caller.budget is not None else base
 
@@ -138,14 +134,11 @@ class Core:
 
     async def task(self, name: str, main: Any, params: dict[str, Any], caller: Caller) -> Result:
         """One content task (summarize, translate, answer, news) with its long-input handling."""
-        template, variables, long_input, opts = TASK_SPECS[name](main, **params)
-        flow = await asyncio.to_thread(self.client.flow, name, template, variables, opts, long_input)
-        return await self._engine_for(caller).arun(flow, name)
+        call = await asyncio.to_thread(self.client.call, name, (main,), params)
+        return await self._engine_for(caller).arun(call.flow, call.task)
 
     async def aclose(self) -> None:
         await self.client.aclose()
-        if self.engine.cache is not None:
-            self.engine.cache.close()
 
 
 def check_json(text: str, schema: dict[str, Any]) -> str | None:

@@ -91,10 +91,11 @@ async def run_task(request: Request) -> Response:
         if cap is not None and params.get("max_tokens", 0) > cap:
             raise ApiError(400, f"max_tokens is too large: {params['max_tokens']}. This server allows at most "
                            f"{cap} completion tokens per request.", param="max_tokens", code="invalid_value")
-        params.setdefault("max_tokens", cap)
+        params["max_output_tokens"] = params.pop("max_tokens", None) or cap
         if key is not None:
             size = sum(state.core.count_text(v) for v in (main, *params.values()) if isinstance(v, str))
-            slots.append(state.limits.enter(key, size + (params["max_tokens"] or 0)))
+            slots.append(state.limits.enter(key, size + (params["max_output_tokens"] or 0)))
+        params = {k: v for k, v in params.items() if v is not None}
         try:
             result = await asyncio.wait_for(state.core.task(name, main, params, Caller(caller.name, caller.budget)),
                                             state.options.request_timeout)
