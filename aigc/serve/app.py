@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -76,6 +77,9 @@ async def _error(request: Request, exc: Exception) -> Response:
     state: ServeState = request.app.state.serve
     if isinstance(exc, AigcError):
         exc = from_aigc(exc)
+    elif isinstance(exc, HTTPException):
+        exc = ApiError(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}",
+                       code="not_found" if exc.status_code == 404 else None)
     elif not isinstance(exc, ApiError):
         log.exception("unexpected error in %s", request.url.path)
         exc = ApiError(500, "The server failed unexpectedly; see its log.", type="server_error")
@@ -119,7 +123,7 @@ def create_app(core: Core, options: ServeOptions | None = None, *, keys: KeyStor
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/tasks/{task}", run_task, methods=["POST"]),
     ]
-    handlers: dict[Any, Any] = {Exception: _error, ApiError: _error, AigcError: _error}
+    handlers: dict[Any, Any] = {Exception: _error, ApiError: _error, AigcError: _error, HTTPException: _error}
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.serve = state
     endpoints = {r.path for r in routes} | {f"/v1/tasks/{t}" for t in TASKS}
