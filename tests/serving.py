@@ -14,7 +14,7 @@ import openai
 import aigc
 from aigc.backends.fake import FakeBackend
 from aigc.config import load_settings
-from aigc.serve import Core, KeyStore, ServeOptions, Server, create_app
+from aigc.serve import Core, KeyStore, ServeOptions, Server, build_backend, create_app
 
 
 class SlowFake(FakeBackend):
@@ -39,10 +39,12 @@ class SlowFake(FakeBackend):
 
 
 @contextlib.contextmanager
-def serving(backend: Any, options: ServeOptions | None = None, *, keys: KeyStore | None = None,
+def serving(served: Any, options: ServeOptions | None = None, *, keys: KeyStore | None = None,
             knowledge: Any = None, **settings: Any) -> Iterator[Server]:
-    """A started server over ``backend`` (settings from the test's isolated environment), ready to answer."""
-    config = load_settings({"backend": backend.name, **settings})
+    """A started server over ``served``, a backend (or the one ``settings`` name, in its serving form), ready to answer.
+    Settings come from the test's isolated environment."""
+    config = load_settings({"backend": served.name, **settings} if served is not None else settings)
+    backend = served if served is not None else build_backend(config)
     client = aigc.AsyncClient(backend=backend, settings=config)
     app = create_app(Core(client), options or ServeOptions(), keys=keys, knowledge=knowledge)
     with Server(app, "127.0.0.1", 0) as server:

@@ -306,3 +306,64 @@ def test_a_public_address_without_keys_is_refused(isolated_env):
     assert open_keys(isolated_env / "data", "127.0.0.1") is None
     KeyStore(isolated_env / "data" / "serve-keys.db").close()
     assert open_keys(isolated_env / "data", "127.0.0.1") is not None  # once keys exist, they are required
+
+
+_CHILD = """
+import aigc
+from aigc.config import load_settings
+from aigc.serve import Core, ServeOptions, Server, create_app
+from tests.serving import SlowFake
+
+app = create_app(Core(aigc.AsyncClient(backend=SlowFake(delay=0.1), settings=load_settings({"backend": "fake"}))),
+                 ServeOptions())
+Server(app, "127.0.0.1", 0, drain_timeout=30, on_started=lambda s: print(s.url, flush=True)).run()
+print("drained and stopped", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_lets_requests_in_flight_finish():
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from tests.conftest import REPO
+    from tests.serving import wait_ready
+
+    child = subprocess.Popen([sys.executable, "-c", _CHILD], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        url = child.stdout.readline().strip()
+        wait_ready(url)
+        started, replies = threading.Barrier(4), {}
+
+        def stream(i: int) -> None:
+            body = {"model": "fake-model", "messages": ask(f"a reply of several words, number {i}"), "stream": True}
+            with httpx2.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as response:
+                lines = response.iter_lines()
+                events = [next(lines)]
+                started.wait()
+                events += list(lines)
+            replies[i] = [e for e in events if e.startswith("data: ")]
+
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        started.wait()
+        child.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        with pytest.raises(httpx2.ConnectError):  # no new connections while draining
+            httpx2.get(url + "/health", timeout=2)
+        for t in threads:
+            t.join(30)
+        assert child.wait(30) == 0
+        assert child.stdout.read().strip() == "drained and stopped"
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    for i in range(3):
+        assert replies[i][-1] == "data: [DONE]"  # every stream in flight was finished
+        text = "".join(json.loads(e[6:])["choices"][0]["delta"].get("content", "")
+                       for e in replies[i][:-1] if json.loads(e[6:])["choices"])
+        assert text == f"Fake reply: a reply of several words, number {i}"

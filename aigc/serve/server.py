@@ -1,7 +1,8 @@
 """Running the app: uvicorn with a graceful drain, and the pieces ``aigc serve`` assembles.
 
 On SIGTERM (or SIGINT) the server stops accepting connections, ``/ready`` answers 503, requests in flight
-finish (streams included) for up to ``drain_timeout`` seconds, and then it exits. :class:`Server` runs in the
+finish (streams included) for up to ``drain_timeout`` seconds, and then it exits (``run()`` returns after
+SIGTERM; SIGINT is raised again as KeyboardInterrupt). :class:`Server` runs in the
 main thread (``run()``, signals handled) or in a background thread (``start()``/``stop()``, for tests and
 embedding).
 """
@@ -9,6 +10,7 @@ embedding).
 from __future__ import annotations
 
 import importlib
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -73,6 +75,9 @@ class Server:
             def handle_exit(self, sig: int, frame: Any) -> None:
                 state.draining = True  # /ready says so while requests in flight finish
                 super().handle_exit(sig, frame)
+                captured = getattr(self, "_captured_signals", None)
+                if sig == signal.SIGTERM and captured:
+                    captured.remove(sig)  # a drained server exits 0 (uvicorn would re-raise SIGTERM)
 
         config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=False, log_config=None,
                                 log_level=log_level, timeout_graceful_shutdown=drain_timeout,
