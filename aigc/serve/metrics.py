@@ -75,7 +75,7 @@ class Metrics:
         buckets, running = [], 0
         for bound in _BATCH:
             running = sum(n for size, n in counts.items() if size <= bound)
-            buckets.append((str(bound), running))
+            buckets.append((str(float(bound)), running))
         buckets.append(("+Inf", sum(counts.values())))
         yield HistogramMetricFamily("aigc:batch_size", "Rows in each decode step of the local model.",
                                     buckets=buckets, sum_value=sum(size * n for size, n in counts.items()))
