@@ -27,6 +27,8 @@ def serve(
     "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8000,
     backend: BackendOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None,
+    device: Annotated[str | None, typer.Option(help="Local model: auto, cpu, cuda, cuda:1, mps.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Local model: auto, float32, bfloat16, float16.")] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1,
                                                    help="Most output tokens a request may ask for.")] = None,
     max_batch: Annotated[int, typer.Option(min=1, help="Requests generating at once (the local batch).")] = 32,
@@ -60,7 +62,8 @@ def serve(
     from ..serve import Core, ServeOptions, Server, build_backend, create_app, open_keys
     from ..serve.knowledge import Knowledge
 
-    settings = load_settings({"backend": backend, "model": model, "base_url": base_url})
+    settings = load_settings({"backend": backend, "model": model, "base_url": base_url, "device": device,
+                              "dtype": dtype})
     keys = open_keys(settings.data_dir, host, allow_no_auth=allow_no_auth, keys_file=keys_file)
     extra = {"max_batch": max_batch} if settings.resolved_backend() == "local" else {}
     client = aigc.AsyncClient(backend=build_backend(settings, **extra), settings=settings,
