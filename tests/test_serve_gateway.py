@@ -11,7 +11,7 @@ import pytest
 from aigc.config import load_settings
 from aigc.ledger import Ledger
 from aigc.serve import KeyStore, ServeOptions
-from tests.openai_server import Fault, FakeOpenAIServer
+from tests.openai_server import FakeOpenAIServer, Fault
 from tests.serving import ask, async_sdk, sdk, serving
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from aigc.serve import Knowledge, ServeOptions
-from tests.conftest import REPO
 from tests.serving import SlowFake, serving
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -177,8 +177,9 @@ def keys_list(keys_file: KeysFileOpt = None, as_json: JsonOpt = False) -> None:
         return
     typer.echo(f"{'name':<20} {'status':<8} {'key':<14} {'requests':>8} {'tokens':>10} {'cost':>10}  limits")
     for k, s in rows:
+        cost = f"${s.cost_usd:.4f}"
         typer.echo(f"{k.name:<20} {k.status():<8} {'sk-aigc-…' + k.hint:<14} {s.requests:>8} {s.tokens:>10} "
-                   f"{'$%.4f' % s.cost_usd:>10}  {_limits(k)}")
+                   f"{cost:>10}  {_limits(k)}")
 
 
 @keys_app.command("revoke")

@@ -197,9 +197,7 @@ class Scheduler:
         except Exception:
             log.exception("a token sink failed")
             seq.cancel()
-        if seq.constraint is not None and not seq.constraint.advance(token):
-            self._end(seq, "stop")
-        elif token in seq.end_ids:
+        if seq.constraint is not None and not seq.constraint.advance(token) or token in seq.end_ids:
             self._end(seq, "stop")
         elif seq.generated >= seq.max_new:
             self._end(seq, "length")
