@@ -367,3 +367,13 @@ def test_sigterm_lets_requests_in_flight_finish():
         text = "".join(json.loads(e[6:])["choices"][0]["delta"].get("content", "")
                        for e in replies[i][:-1] if json.loads(e[6:])["choices"])
         assert text == f"Fake reply: a reply of several words, number {i}"
+
+
+def test_importing_the_server_loads_no_model_libraries():
+    import subprocess
+    import sys
+
+    code = ("import sys, aigc.serve, aigc.balance; "
+            "print(sorted(m for m in ('torch', 'transformers', 'llguidance') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert out.strip() == "[]"

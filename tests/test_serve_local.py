@@ -78,8 +78,10 @@ def test_a_prompt_longer_than_the_window_is_a_400(local):
         sdk(server, key).chat.completions.create(model="gpt-4o", messages=ask("hi"))
 
 
-def test_a_key_over_its_budget_gets_429(local):
+def test_a_key_over_its_budget_gets_429_and_no_key_401(local):
     server, _, tight = local
+    with pytest.raises(openai.AuthenticationError):
+        sdk(server, "sk-aigc-made-up").chat.completions.create(model=MODEL, messages=ask("hi"))
     with pytest.raises(openai.RateLimitError) as caught:
         sdk(server, tight, max_retries=0).chat.completions.create(model=MODEL, messages=ask("hi"), max_tokens=200)
     assert caught.value.code == "insufficient_quota"
