@@ -5,7 +5,8 @@
     .venv/bin/python bench/serve.py --device cuda --baselines transformers,vllm     # on a GPU (bf16)
     .venv/bin/python bench/serve.py --json results.json
 
-Each server runs alone as a subprocess on 127.0.0.1, serving the converted SmolLM2-135M-Instruct folder (the
+Each server runs as a subprocess on 127.0.0.1 (all started first; each level then measures them one after
+the other, so a drift in the machine's load touches all of them alike), serving the converted SmolLM2-135M-Instruct folder (the
 one aigc's local backend uses). Clients stream chat completions of the same prompts, greedy, with the same
 ``max_tokens``; tokens are counted with the model's tokenizer on the text received (the same rule for every
 server), so tokens/s is generated tokens over the wall time of a concurrency level. Time to first token is the
@@ -186,19 +187,24 @@ def main() -> None:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     results: list[Level] = []
-    for name in ["aigc", *[b for b in args.baselines.split(",") if b]]:
-        try:
-            with running(name, folder, args) as url:
-                model = httpx2.get(url + "/v1/models").json()["data"][0]["id"]
-                asyncio.run(level(name, url, model, 1, argparse.Namespace(**{**vars(args), "requests_per_client": 2}),
-                                  count))  # warm-up
-                for clients in args.clients_list:
-                    results.append(asyncio.run(level(name, url, model, clients, args, count)))
-                    r = results[-1]
-                    print(f"{name:<16} {clients:>3} clients  {r.tokens_per_s:8.1f} tok/s  TTFT p50 {r.ttft_p50:6.2f}s"
-                          f"  p95 {r.ttft_p95:6.2f}s  ({r.tokens} tokens, {r.failures} failed)", flush=True)
-        except RuntimeError as e:
-            print(f"{name}: skipped ({e})", flush=True)
+    with contextlib.ExitStack() as stack:
+        urls: dict[str, tuple[str, str]] = {}
+        for name in ["aigc", *[b for b in args.baselines.split(",") if b]]:
+            try:  # every server is up at once (idle ones cost nothing), so each level runs them back to back
+                url = stack.enter_context(running(name, folder, args))
+            except RuntimeError as e:
+                print(f"{name}: skipped ({e})", flush=True)
+                continue
+            model = httpx2.get(url + "/v1/models").json()["data"][0]["id"]
+            warm = argparse.Namespace(**{**vars(args), "requests_per_client": 2})
+            asyncio.run(level(name, url, model, 1, warm, count))
+            urls[name] = (url, model)
+        for clients in args.clients_list:
+            for name, (url, model) in urls.items():
+                results.append(asyncio.run(level(name, url, model, clients, args, count)))
+                r = results[-1]
+                print(f"{name:<16} {clients:>3} clients  {r.tokens_per_s:8.1f} tok/s  TTFT p50 {r.ttft_p50:6.2f}s"
+                      f"  p95 {r.ttft_p95:6.2f}s  ({r.tokens} tokens, {r.failures} failed)", flush=True)
     print()
     print(f"{'clients':>7} {'server':<16} {'tok/s':>8} {'TTFT p50':>9} {'TTFT p95':>9} {'aigc / this':>12}")
     for r in results:
