@@ -139,7 +139,7 @@ async def one(http: httpx2.AsyncClient, url: str, model: str, prompt: str, max_t
 
 
 async def level(name: str, url: str, model: str, clients: int, args: argparse.Namespace, count) -> Level:
-    texts = prompts(clients * args.requests_per_client)
+    texts = prompts(max(args.min_requests, clients * args.requests_per_client))
     gate = asyncio.Semaphore(clients)
     limits = httpx2.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
 
@@ -166,6 +166,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", default="1,8,32", help="concurrency levels")
     parser.add_argument("--requests-per-client", type=int, default=2)
+    parser.add_argument("--min-requests", type=int, default=4, help="at least this many per level")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--baselines", default="transformers", help="transformers, transformers-cb, vllm")
     parser.add_argument("--device", default=None, help="cpu (default) or cuda")

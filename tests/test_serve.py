@@ -377,3 +377,65 @@ def test_importing_the_server_loads_no_model_libraries():
             "print(sorted(m for m in ('torch', 'transformers', 'llguidance') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert out.strip() == "[]"
+
+
+def test_keys_commands(isolated_env, capsys):
+    from aigc.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as done:
+            main(list(argv))
+        out, err = capsys.readouterr()
+        return done.value.code, out, err
+
+    code, out, err = run("serve", "keys", "add", "team-web", "--max-cost-usd", "20", "--budget-period", "30d",
+                         "--rpm", "60", "--models", "gpt-4o-mini")
+    secret = out.strip()
+    assert code == 0 and secret.startswith("sk-aigc-") and "cannot be shown again" in err
+    code, out, _ = run("serve", "keys", "list")
+    assert "team-web" in out and secret not in out and secret[-4:] in out and "$20 per 30d; 60 rpm" in out
+    code, out, _ = run("serve", "keys", "info", "team-web", "--json")
+    info = json.loads(out)
+    assert info["max_cost_usd"] == 20 and info["budget_period_s"] == 30 * 86400 and info["period_tokens"] == 0
+    assert run("serve", "keys", "add", "team-web")[0] == 2  # the name is taken
+    assert run("serve", "keys", "revoke", "team-web")[0] == 0
+    assert json.loads(run("serve", "keys", "list", "--json")[1])[0]["status"] == "revoked"
+    assert run("serve", "keys", "info", "nobody")[0] == 2
+
+
+def test_serving_a_public_address_without_keys_is_refused_by_the_cli(isolated_env, capsys):
+    from aigc.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--backend", "fake", "--host", "0.0.0.0"])
+    assert done.value.code == 2
+    assert "--allow-no-auth" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_serve_command_end_to_end(isolated_env):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.serving import wait_ready
+
+    child = subprocess.Popen([sys.executable, "-m", "aigc", "serve", "--backend", "fake", "--port", "0", "--json"],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        facts = json.loads(child.stdout.readline())
+        assert facts["backend"] == "fake" and facts["auth"] is False
+        wait_ready(facts["url"])
+        client = openai.OpenAI(base_url=facts["api"], api_key="-")
+        assert client.chat.completions.create(model="fake-model", messages=ask("hello")).choices
+        client.close()
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(30) == 0
+        access = [json.loads(line) for line in child.stderr.read().splitlines() if line.startswith("{")]
+        assert [a["path"] for a in access][-1] == "/v1/chat/completions"
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+        child.stderr.close()
