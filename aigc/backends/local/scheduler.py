@@ -161,14 +161,14 @@ class Scheduler:
                     self._reset()
 
     def _admit(self) -> list[Sequence]:
-        """Pending requests that join this turn (called under the lock)."""
+        """Pending requests that join this turn (called under the lock); cancelled ones leave the queue."""
+        if any(seq.cancelled for seq in self._pending):
+            for seq in [s for s in self._pending if s.cancelled]:
+                self._end(seq, "cancelled")
+            self._pending = deque(s for s in self._pending if not s.cancelled)
         room, budget, out = self.max_batch - len(self._rows), self.prefill_tokens, []
         while self._pending and room > 0:
             seq = self._pending[0]
-            if seq.cancelled:
-                self._pending.popleft()
-                self._end(seq, "cancelled")
-                continue
             if out and len(seq.prompt) > budget:
                 break
             out.append(self._pending.popleft())
