@@ -84,14 +84,16 @@ class ClientBase:
         self.backend: Backend = create_backend(s) if backend is None or isinstance(backend, str) else backend
         self.templates = TemplateLibrary(s.templates_dir)
         self._owned: list[Any] = []  # what this client opened and closes
-        if gate is None and (s.rpm or s.tpm):
+        if gate is None and (s.rpm or s.tpm or self.backend.reports_limits):
             from .ratelimit import RateGate
 
-            gate = RateGate(s.rpm, s.tpm)
+            # Configured limits are a ceiling; the server's headers, where it sends them, are learned.
+            gate = RateGate(s.rpm, s.tpm, learn=self.backend.reports_limits)
         if retry is None:
             # Behind a rate gate every retry waits its turn too, so the first may come sooner.
+            paced = s.rpm or s.tpm
             retry = RetryPolicy(max_attempts=s.max_attempts, deadline=s.deadline, max_retry_after=s.max_retry_after,
-                                **({"initial_backoff": 0.25, "jitter": 0.25} if gate is not None else {}))
+                                **({"initial_backoff": 0.25, "jitter": 0.25} if paced else {}))
         if budget is None and (s.max_total_tokens or s.max_cost_usd):
             from .budget import Budget
 
@@ -148,10 +150,11 @@ class ClientBase:
         loaded = self.templates.get(name)
         return task_for_template(loaded.name, loaded.meta)
 
-    def build_request(self, task: Task, variables: dict[str, Any], opts: dict[str, Any],
+    def build_request(self, task: Task | str, variables: dict[str, Any], opts: dict[str, Any],
                       template: str | None = None) -> ChatRequest:
         """The request a call renders to. Generation settings: the call's option > the client's settings >
         the template's (or task's) defaults."""
+        task = self.task(task) if isinstance(task, str) else task
         name = template or task.template
         if name is None:
             messages, defaults = as_messages(variables[task.input or "messages"]), task.defaults
@@ -218,7 +221,9 @@ class ClientBase:
         task = self.template_task(template)
         opts = {("max_output_tokens" if k == "max_tokens" else k): kw.pop(k)
                 for k in list(kw) if k in OPTIONS or k == "max_tokens"}
-        values = task.check({**(variables or {}), **kw})
+        given = {**(variables or {}), **kw}
+        self.templates.get(template).refuse_blank(given)
+        values = task.check(given)
         return self.prepare(task, values, {k: v for k, v in opts.items() if v is not None})
 
     # -- the task methods, written once for both clients ------------------------------------------------
@@ -258,14 +263,24 @@ class ClientBase:
         on hosted backends, batched on local ones. Every item gets its place in the list: a Result, or the
         error that ended it (``return_exceptions=False``: the first error is raised once every item has
         finished, with the whole list as its ``results``)."""
-        calls = []
+        calls: list[Call | AigcError] = []
         for item in items:
             args, extra = ((), item) if isinstance(item, dict) else ((item,), {})
-            calls.append(self.call(task, args, {**kw, **extra}))
+            try:
+                calls.append(self.call(task, args, {**kw, **extra}))
+            except AigcError as e:  # an unusable item fails in its place; the others still run
+                calls.append(e)
         return self._map(calls, return_exceptions)
 
     @staticmethod
-    def _outcomes(results: list[Any], return_exceptions: bool) -> list[Any]:
+    def _runnable(calls: list[Call | AigcError]) -> list[Call]:
+        return [c for c in calls if isinstance(c, Call)]
+
+    @staticmethod
+    def _outcomes(calls: list[Call | AigcError], ran: list[Any], return_exceptions: bool) -> list[Any]:
+        """Each item's result (or error) in its place; see :meth:`map`."""
+        done = iter(ran)
+        results = [next(done) if isinstance(c, Call) else c for c in calls]
         if not return_exceptions:
             failed = next((r for r in results if isinstance(r, BaseException)), None)
             if failed is not None:
@@ -300,7 +315,7 @@ class ClientBase:
     def run_call(self, call: Call):  # pragma: no cover - each client defines it
         raise NotImplementedError
 
-    def _map(self, calls: list[Call], return_exceptions: bool):  # pragma: no cover
+    def _map(self, calls: list[Call | AigcError], return_exceptions: bool):  # pragma: no cover
         raise NotImplementedError
 
 
@@ -336,10 +351,10 @@ class Client(ClientBase):
             return TextStream(call.engine.run_stream(call.flow, call.task))
         return call.engine.run(call.flow, call.task)
 
-    def _map(self, calls: list[Call], return_exceptions: bool) -> list[Result | AigcError]:
-        if not calls:
-            return []
-        return self._outcomes(self.engine.run_many([c.flow for c in calls], calls[0].task), return_exceptions)
+    def _map(self, calls: list[Call | AigcError], return_exceptions: bool) -> list[Result | AigcError]:
+        todo = self._runnable(calls)
+        ran = self.engine.run_many([c.flow for c in todo], todo[0].task) if todo else []
+        return self._outcomes(calls, ran, return_exceptions)
 
     def close(self) -> None:
         self.backend.close()
@@ -361,11 +376,10 @@ class AsyncClient(ClientBase):
             return AsyncTextStream(call.engine.arun_stream(call.flow, call.task))
         return await call.engine.arun(call.flow, call.task)
 
-    async def _map(self, calls: list[Call], return_exceptions: bool) -> list[Result | AigcError]:
-        if not calls:
-            return []
-        return self._outcomes(await self.engine.arun_many([c.flow for c in calls], calls[0].task),
-                              return_exceptions)
+    async def _map(self, calls: list[Call | AigcError], return_exceptions: bool) -> list[Result | AigcError]:
+        todo = self._runnable(calls)
+        ran = await self.engine.arun_many([c.flow for c in todo], todo[0].task) if todo else []
+        return self._outcomes(calls, ran, return_exceptions)
 
     async def aclose(self) -> None:
         await self.backend.aclose()

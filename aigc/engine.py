@@ -47,6 +47,7 @@ class Ticket:
     task: str
     held: list = field(default_factory=list)
     tokens: int = 0  # prompt + output cap, for a token gate (0 when nothing needed counting)
+    asked: ChatRequest | None = None  # the request as the flow asked it (before its cap was settled): the cache key
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -110,16 +111,16 @@ class EngineBase:
         accounting = self.accounting
         if accounting.cache is not None and (hit := accounting.cached(request)) is not None:
             return Sent(hit, 0, 0.0, cached=True)
-        info = self.model_info(request.model)
+        info, asked = self.model_info(request.model), request
         cap = request.max_output_tokens or self.default_cap(info)
         if not accounting.counts_tokens and self.surely_fits(request, cap):
             if request.max_output_tokens is None:
                 request = request.model_copy(update={"max_output_tokens": cap})
-            return Ticket(request, task)
+            return Ticket(request, task, asked=asked)
         prompt, cap = self.check(request)
         request = request.model_copy(update={"max_output_tokens": cap})
         held = accounting.reserve(prompt + cap, price(info, prompt, cap)) if accounting.budgets else []
-        return Ticket(request, task, held, prompt + cap)
+        return Ticket(request, task, held, prompt + cap, asked=asked)
 
     def succeeded(self, ticket: Ticket, completion: Completion, attempts: int) -> Sent:
         """Charge, record and cache a finished request."""
@@ -127,7 +128,9 @@ class EngineBase:
         cost = self.price(completion.model, usage.prompt_tokens, usage.completion_tokens)
         self.accounting.settle(ticket.request, ticket.task, ticket.held, completion=completion, cost_usd=cost,
                                latency_s=time.perf_counter() - ticket.started, attempts=attempts)
-        self.accounting.remember(ticket.request, completion)
+        self.accounting.remember(ticket.asked or ticket.request, completion)
+        if self.accounting.gate is not None:
+            self.accounting.gate.observe(completion.limits)
         return Sent(completion, attempts, cost)
 
     def failed(self, ticket: Ticket, error: BaseException, attempts: int) -> None:
@@ -141,6 +144,8 @@ class EngineBase:
         if gate is not None and isinstance(error, RateLimited):
             gate.refund()
             gate.penalize(error.retry_after)
+            if error.limits:
+                gate.observe(error.limits)
 
     def timeout(self, ticket: Ticket) -> float | None:
         return ticket.request.timeout or self.settings.timeout
@@ -161,13 +166,15 @@ class Engine(EngineBase, FlowDriver):
         gate = self.accounting.gate
 
         def attempt(timeout: float | None) -> Completion:
-            if gate is not None:
-                gate.acquire_blocking(ticket.tokens)
+            slot = gate.acquire_blocking(ticket.tokens) if gate is not None else None
             try:
                 return self.backend.generate(self.attempt_request(ticket, timeout))
             except AigcError as e:
                 self.rejected(e)
                 raise
+            finally:
+                if slot is not None:
+                    gate.finished(slot)
 
         try:
             completion, attempts = call_with_retry(attempt, self.policy, self.timeout(ticket))
@@ -183,13 +190,15 @@ class Engine(EngineBase, FlowDriver):
         gate = self.accounting.gate
 
         async def attempt(timeout: float | None) -> Completion:
-            if gate is not None:
-                await gate.acquire(ticket.tokens)
+            slot = await gate.acquire(ticket.tokens) if gate is not None else None
             try:
                 return await self.backend.agenerate(self.attempt_request(ticket, timeout))
             except AigcError as e:
                 self.rejected(e)
                 raise
+            finally:
+                if slot is not None:
+                    gate.finished(slot)
 
         try:
             completion, attempts = await acall_with_retry(attempt, self.policy, self.timeout(ticket))
@@ -211,8 +220,7 @@ class Engine(EngineBase, FlowDriver):
         def open_stream(timeout: float | None) -> StreamDelta | None:
             nonlocal attempts
             attempts += 1
-            if gate is not None:
-                gate.acquire_blocking(ticket.tokens)
+            slot = gate.acquire_blocking(ticket.tokens) if gate is not None else None
             try:
                 it = iter(self.backend.stream(self.attempt_request(ticket, timeout)))
                 opened[:] = [it]
@@ -220,6 +228,9 @@ class Engine(EngineBase, FlowDriver):
             except AigcError as e:
                 self.rejected(e)
                 raise
+            finally:
+                if slot is not None:
+                    gate.finished(slot)
 
         try:
             first, _ = call_with_retry(open_stream, self.policy, self.timeout(ticket))
@@ -249,8 +260,7 @@ class Engine(EngineBase, FlowDriver):
         async def open_stream(timeout: float | None) -> StreamDelta | None:
             nonlocal attempts
             attempts += 1
-            if gate is not None:
-                await gate.acquire(ticket.tokens)
+            slot = await gate.acquire(ticket.tokens) if gate is not None else None
             try:
                 it = aiter(self.backend.astream(self.attempt_request(ticket, timeout)))
                 opened[:] = [it]
@@ -258,6 +268,9 @@ class Engine(EngineBase, FlowDriver):
             except AigcError as e:
                 self.rejected(e)
                 raise
+            finally:
+                if slot is not None:
+                    gate.finished(slot)
 
         try:
             first, _ = await acall_with_retry(open_stream, self.policy, self.timeout(ticket))
@@ -315,9 +328,9 @@ class Engine(EngineBase, FlowDriver):
                 out[i] = admitted
             else:
                 tickets[i] = admitted
-        if tickets and self.accounting.gate is not None:
+        if tickets and (gate := self.accounting.gate) is not None:
             for ticket in tickets.values():
-                self.accounting.gate.acquire_blocking(ticket.tokens)
+                gate.finished(gate.acquire_blocking(ticket.tokens))
         try:
             completions = self.backend.generate_batch([t.request for t in tickets.values()]) if tickets else []
         except AigcError as e:

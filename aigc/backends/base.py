@@ -31,6 +31,8 @@ class Backend(Protocol):
     default_model: str
     # True when many prompts are best sent together through generate_batch (local models on one device).
     prefers_batches: bool
+    # True when answers carry the server's rate limits (Completion.limits), so a client can learn them.
+    reports_limits: bool
 
     def generate(self, request: ChatRequest) -> Completion: ...
 
@@ -73,6 +75,7 @@ class BaseBackend(abc.ABC):
     name = "base"
     default_model = ""
     prefers_batches = False
+    reports_limits = False
 
     @abc.abstractmethod
     def generate(self, request: ChatRequest) -> Completion:

@@ -117,8 +117,8 @@ def generate(
     values = parse_vars(var or [], var_file or [])
     if file is not None:
         from ..config import load_settings
-        from ..templates import TemplateLibrary
         from ..tasks import task_for_template
+        from ..templates import TemplateLibrary
 
         loaded = TemplateLibrary(load_settings().templates_dir).get(template)
         source = task_for_template(loaded.name, loaded.meta).input
