@@ -10,11 +10,18 @@ from typing import Any
 
 import httpx2
 import openai
+import pytest
 
-import aigc
-from aigc.backends.fake import FakeBackend
-from aigc.config import load_settings
-from aigc.serve import Core, KeyStore, ServeOptions, Server, build_backend, create_app
+for _extra in ("starlette", "uvicorn", "prometheus_client", "jsonschema"):  # the serve extra
+    pytest.importorskip(_extra, reason="needs the serve extra: pip install 'aigc-toolkit[serve]'")
+
+import aigc  # noqa: E402
+from aigc.backends.fake import FakeBackend  # noqa: E402
+from aigc.config import load_settings  # noqa: E402
+from aigc.serve import Core, KeyStore, Knowledge, ServeOptions, Server, build_backend, create_app  # noqa: E402
+
+__all__ = ["KeyStore", "Knowledge", "ServeOptions", "SlowFake", "serving", "wait_ready", "sdk", "async_sdk",
+           "metric", "ask"]
 
 
 class SlowFake(FakeBackend):

@@ -16,8 +16,7 @@ from pydantic import BaseModel
 from aigc.backends.fake import FakeBackend
 from aigc.config import load_settings
 from aigc.ledger import Ledger
-from aigc.serve import KeyStore, ServeOptions
-from tests.serving import SlowFake, ask, async_sdk, metric, sdk, serving
+from tests.serving import KeyStore, ServeOptions, SlowFake, ask, async_sdk, metric, sdk, serving
 
 
 def test_chat_completion_as_the_sdk_sees_it():

@@ -10,9 +10,8 @@ import pytest
 
 from aigc.config import load_settings
 from aigc.ledger import Ledger
-from aigc.serve import KeyStore, ServeOptions
 from tests.openai_server import FakeOpenAIServer, Fault
-from tests.serving import ask, async_sdk, sdk, serving
+from tests.serving import KeyStore, ServeOptions, ask, async_sdk, sdk, serving
 
 
 @pytest.fixture

@@ -11,9 +11,8 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from aigc.serve import KeyStore, ServeOptions
 from tests.conftest import MODEL_CACHE
-from tests.serving import ask, async_sdk, metric, sdk, serving
+from tests.serving import KeyStore, ServeOptions, ask, async_sdk, metric, sdk, serving
 
 pytestmark = pytest.mark.local
 

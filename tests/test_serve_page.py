@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aigc.serve import Knowledge, ServeOptions
-from tests.serving import SlowFake, serving
+from tests.serving import Knowledge, ServeOptions, SlowFake, serving
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
