@@ -33,6 +33,8 @@ class Settings(BaseModel):
     model: str | None = Field(None, description="model name; None uses the backend's default")
     api_key: SecretStr | None = None
     base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://localhost:8000/v1")
+    base_urls: list[str] | None = Field(None, description="several OpenAI-compatible servers (replicas) to spread "
+                                        "requests over, with health checks; a list, or commas in AIGC_BASE_URLS")
     temperature: float | None = Field(None, ge=0, le=2)
     max_output_tokens: int | None = Field(None, gt=0, description="cap on output tokens per request")
     timeout: float = Field(60.0, gt=0, description="seconds for one attempt")
@@ -54,6 +56,15 @@ class Settings(BaseModel):
     tpm: float | None = Field(None, gt=0, description="tokens per minute (prompt + max output) it may send")
     concurrency: int = Field(4, ge=1, le=512, description="requests in flight at once for map and long inputs")
 
+    @field_validator("base_urls", mode="before")
+    @classmethod
+    def _url_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [u.strip() for u in value.split(",")]
+        if isinstance(value, list) and (not value or not all(isinstance(u, str) and u.strip() for u in value)):
+            raise ValueError("needs one or more server URLs")
+        return value
+
     @field_validator("backend", "model", "base_url", "device", "dtype")
     @classmethod
     def _not_blank(cls, value: str | None) -> str | None:
@@ -64,8 +75,12 @@ class Settings(BaseModel):
     def __repr__(self) -> str:  # pydantic already masks SecretStr; keep it short too, and the URL's secrets
         from .redact import redact_url
 
-        fields = ", ".join(f"{k}={(redact_url(v) if k == 'base_url' else v)!r}"
-                           for k, v in self.__dict__.items() if v is not None)
+        def shown(k: str, v: Any) -> Any:
+            if k == "base_url":
+                return redact_url(v)
+            return [redact_url(u) for u in v] if k == "base_urls" else v
+
+        fields = ", ".join(f"{k}={shown(k, v)!r}" for k, v in self.__dict__.items() if v is not None)
         return f"Settings({fields})"
 
     __str__ = __repr__
@@ -77,7 +92,7 @@ class Settings(BaseModel):
     def resolved_backend(self) -> str:
         if self.backend:
             return self.backend
-        return "openai" if (self.api_key or self.base_url) else "local"
+        return "openai" if (self.api_key or self.base_url or self.base_urls) else "local"
 
 
 _ENV_ALIASES = {"api_key": ("OPENAI_API_KEY",), "base_url": ("OPENAI_BASE_URL",)}

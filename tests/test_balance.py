@@ -44,3 +44,16 @@ def test_a_server_that_failed_waits_out_its_cooldown():
     back = next(p for p in picked if p[0] is server)
     assert back[1] is True  # probed before it gets traffic again
     assert pool.route("http://a/v1/chat/completions", pool.servers[1]) == "http://b/v1/chat/completions"
+
+
+def test_a_client_with_several_base_urls_spreads_its_requests_and_rides_out_a_dead_one(monkeypatch):
+    from tests.openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer() as a, FakeOpenAIServer() as b:
+        dead = "http://127.0.0.1:9/v1"  # nothing listens there
+        monkeypatch.setenv("AIGC_BASE_URLS", f"{a.url},{b.url},{dead}")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-balance-123456")
+        with aigc.Client(ledger=False) as client:
+            results = client.map("summarize", [f"Text number {i}." for i in range(12)])
+        assert all(isinstance(r, aigc.Result) for r in results)
+        assert a.request_count > 0 and b.request_count > 0 and a.request_count + b.request_count == 12

@@ -42,6 +42,8 @@ class OpenAIBackend(BaseBackend):
         client: openai.OpenAI | None = None,
         async_client: openai.AsyncOpenAI | None = None,
     ) -> None:
+        if settings.base_urls and not settings.base_url:  # replicas: the first names the server in messages
+            settings = settings.model_copy(update={"base_url": settings.base_urls[0]})
         self.settings = settings
         self._key = settings.key
         if not self._key and not settings.base_url:
@@ -49,10 +51,16 @@ class OpenAIBackend(BaseBackend):
                 "no API key for the openai backend: set OPENAI_API_KEY, api_key in the config file, "
                 "or use --backend local"
             )
+        if settings.base_urls and client is None and async_client is None:
+            from ...balance import balanced_clients
+
+            client, async_client = balanced_clients(settings.base_urls, self._key, timeout=settings.timeout)
         self._client = client
         self._async_client = async_client
         self.where = redact_url(settings.base_url) or "the OpenAI API"
-        self._secrets = (self._key, *url_secrets(settings.base_url))
+        if settings.base_urls and len(settings.base_urls) > 1:
+            self.where += f" (and {len(settings.base_urls) - 1} more)"
+        self._secrets = (self._key, *(s for u in (settings.base_url, *(settings.base_urls or ())) for s in url_secrets(u)))
         self.official = settings.base_url is None
         # Capabilities learned from this server's answers, so each downgrade costs one request only.
         self._response_format = "json_schema"
