@@ -27,7 +27,7 @@ __all__ = [
     "RateGate", "Accounting", "Task", "Param", "register_task", "get_task",
     "Conversation", "AsyncConversation", "Classification", "Redactor",
     "Backend", "BaseBackend", "FakeBackend", "register_backend",
-    "AigcError", "ConfigError", "BackendUnavailable", "InputError", "TemplateError",
+    "AigcError", "ConfigError", "BackendUnavailable", "InputError", "OutputError", "TemplateError",
     "TemplateVariableMissing", "BudgetExceeded", "OutputInvalid", "FactCheckFailed", "ContentFlagged",
     "BackendError", "TransientError",
     "RateLimited", "ServerError", "RequestTimeout", "ConnectionFailed", "QuotaExhausted",
@@ -42,7 +42,7 @@ _HOMES = {
     "Budget": "budget", "RateGate": "ratelimit", "Accounting": "accounting", "Task": "tasks", "Param": "tasks",
     "register_task": "tasks", "get_task": "tasks", "Backend": "backends.base", "BaseBackend": "backends.base",
     "register_backend": "backends.base", "FakeBackend": "backends.fake", "Conversation": "conversations",
-    "AsyncConversation": "conversations", "Classification": "classify", "Redactor": "redact",
+    "AsyncConversation": "conversations", "Classification": "classify", "Redactor": "pii",
     **{name: "errors" for name in __all__[__all__.index("AigcError"):]},
 }
 

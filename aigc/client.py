@@ -96,14 +96,16 @@ class ClientBase:
         self.backend: Backend = create_backend(s) if backend is None or isinstance(backend, str) else backend
         self.templates = TemplateLibrary(s.templates_dir)
         self._owned: list[Any] = []  # what this client opened and closes
-        if gate is None and (s.rpm or s.tpm):
+        if gate is None and (s.rpm or s.tpm or self.backend.reports_limits):
             from .ratelimit import RateGate
 
-            gate = RateGate(s.rpm, s.tpm)
+            # Configured limits are a ceiling; the server's headers, where it sends them, are learned.
+            gate = RateGate(s.rpm, s.tpm, learn=self.backend.reports_limits)
         if retry is None:
             # Behind a rate gate every retry waits its turn too, so the first may come sooner.
+            paced = s.rpm or s.tpm
             retry = RetryPolicy(max_attempts=s.max_attempts, deadline=s.deadline, max_retry_after=s.max_retry_after,
-                                **({"initial_backoff": 0.25, "jitter": 0.25} if gate is not None else {}))
+                                **({"initial_backoff": 0.25, "jitter": 0.25} if paced else {}))
         if budget is None and (s.max_total_tokens or s.max_cost_usd):
             from .budget import Budget
 
@@ -230,7 +232,9 @@ class ClientBase:
         task = self.template_task(template)
         opts = {("max_output_tokens" if k == "max_tokens" else k): kw.pop(k)
                 for k in list(kw) if k in OPTIONS or k == "max_tokens"}
-        values = task.check({**(variables or {}), **kw})
+        given = {**(variables or {}), **kw}
+        self.templates.get(template).refuse_blank(given)
+        values = task.check(given)
         return self.prepare(task, values, {k: v for k, v in opts.items() if v is not None})
 
     # -- the task methods, written once for both clients ------------------------------------------------

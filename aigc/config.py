@@ -33,6 +33,8 @@ class Settings(BaseModel):
     model: str | None = Field(None, description="model name; None uses the backend's default")
     api_key: SecretStr | None = None
     base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://localhost:8000/v1")
+    base_urls: list[str] | None = Field(None, description="several OpenAI-compatible servers (replicas) to spread "
+                                        "requests over, with health checks; a list, or commas in AIGC_BASE_URLS")
     temperature: float | None = Field(None, ge=0, le=2)
     max_output_tokens: int | None = Field(None, gt=0, description="cap on output tokens per request")
     timeout: float = Field(60.0, gt=0, description="seconds for one attempt")
@@ -81,9 +83,34 @@ class Settings(BaseModel):
         pairs = [p.partition("=") for p in value.split(",") if p.strip()]
         return {k.strip(): v.strip() for k, _, v in pairs}
 
-    def __repr__(self) -> str:  # pydantic already masks SecretStr; keep it short too
-        fields = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if v is not None)
+    @field_validator("base_urls", mode="before")
+    @classmethod
+    def _url_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [u.strip() for u in value.split(",")]
+        if isinstance(value, list) and (not value or not all(isinstance(u, str) and u.strip() for u in value)):
+            raise ValueError("needs one or more server URLs")
+        return value
+
+    @field_validator("backend", "model", "base_url", "device", "dtype")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("is empty; give a value or leave it out")
+        return value
+
+    def __repr__(self) -> str:  # pydantic already masks SecretStr; keep it short too, and the URL's secrets
+        from .redact import redact_url
+
+        def shown(k: str, v: Any) -> Any:
+            if k == "base_url":
+                return redact_url(v)
+            return [redact_url(u) for u in v] if k == "base_urls" else v
+
+        fields = ", ".join(f"{k}={shown(k, v)!r}" for k, v in self.__dict__.items() if v is not None)
         return f"Settings({fields})"
+
+    __str__ = __repr__
 
     @property
     def key(self) -> str | None:
@@ -92,7 +119,7 @@ class Settings(BaseModel):
     def resolved_backend(self) -> str:
         if self.backend:
             return self.backend
-        return "openai" if (self.api_key or self.base_url) else "local"
+        return "openai" if (self.api_key or self.base_url or self.base_urls) else "local"
 
 
 _ENV_ALIASES = {"api_key": ("OPENAI_API_KEY",), "base_url": ("OPENAI_BASE_URL",)}
@@ -165,7 +192,8 @@ def validated(values: Mapping[str, Any]) -> Settings:
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "settings"
-        raise ConfigError(f"invalid setting {where}: {err['msg']}") from None
+        message = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {where}: {message}") from None
 
 
 def updated(settings: Settings, changes: Mapping[str, Any]) -> Settings:

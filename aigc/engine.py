@@ -82,6 +82,7 @@ class EngineBase:
     @property
     def model(self) -> str:
         return self.settings.model or self.backend.default_model
+
     # -- models and prices ------------------------------------------------------------------------------
     def model_info(self, model: str) -> ModelInfo:
         return self.backend.model_info(model)
@@ -143,6 +144,8 @@ class EngineBase:
         self.accounting.settle(ticket.request, ticket.task, ticket.held, completion=completion, cost_usd=cost,
                                latency_s=time.perf_counter() - ticket.started, attempts=attempts)
         self.accounting.remember(ticket.asked or ticket.request, completion)
+        if self.accounting.gate is not None:
+            self.accounting.gate.observe(completion.limits)
         return Sent(completion, attempts, cost)
 
     def failed(self, ticket: Ticket, error: BaseException, attempts: int) -> None:
@@ -156,6 +159,8 @@ class EngineBase:
         if gate is not None and isinstance(error, RateLimited):
             gate.refund()
             gate.penalize(error.retry_after)
+            if error.limits:
+                gate.observe(error.limits)
 
     def timeout(self, ticket: Ticket) -> float | None:
         return ticket.request.timeout or self.settings.timeout
@@ -178,13 +183,15 @@ class Engine(EngineBase, Failover, FlowDriver, ProbeRunner):
         gate = self.accounting.gate
 
         def attempt(timeout: float | None) -> Completion:
-            if gate is not None:
-                gate.acquire_blocking(ticket.tokens)
+            slot = gate.acquire_blocking(ticket.tokens) if gate is not None else None
             try:
                 return self.backend.generate(self.attempt_request(ticket, timeout))
             except AigcError as e:
                 self.rejected(e)
                 raise
+            finally:
+                if slot is not None:
+                    gate.finished(slot)
 
         try:
             completion, attempts = call_with_retry(attempt, self.policy, self.timeout(ticket))
@@ -200,13 +207,15 @@ class Engine(EngineBase, Failover, FlowDriver, ProbeRunner):
         gate = self.accounting.gate
 
         async def attempt(timeout: float | None) -> Completion:
-            if gate is not None:
-                await gate.acquire(ticket.tokens)
+            slot = await gate.acquire(ticket.tokens) if gate is not None else None
             try:
                 return await self.backend.agenerate(self.attempt_request(ticket, timeout))
             except AigcError as e:
                 self.rejected(e)
                 raise
+            finally:
+                if slot is not None:
+                    gate.finished(slot)
 
         try:
             completion, attempts = await acall_with_retry(attempt, self.policy, self.timeout(ticket))
@@ -226,8 +235,7 @@ class Engine(EngineBase, Failover, FlowDriver, ProbeRunner):
         def open_stream(timeout: float | None) -> StreamDelta | None:
             nonlocal attempts
             attempts += 1
-            if gate is not None:
-                gate.acquire_blocking(ticket.tokens)
+            slot = gate.acquire_blocking(ticket.tokens) if gate is not None else None
             try:
                 it = iter(self.backend.stream(self.attempt_request(ticket, timeout)))
                 opened[:] = [it]
@@ -235,6 +243,9 @@ class Engine(EngineBase, Failover, FlowDriver, ProbeRunner):
             except AigcError as e:
                 self.rejected(e)
                 raise
+            finally:
+                if slot is not None:
+                    gate.finished(slot)
 
         try:
             first, _ = call_with_retry(open_stream, self.policy, self.timeout(ticket))
@@ -263,8 +274,7 @@ class Engine(EngineBase, Failover, FlowDriver, ProbeRunner):
         async def open_stream(timeout: float | None) -> StreamDelta | None:
             nonlocal attempts
             attempts += 1
-            if gate is not None:
-                await gate.acquire(ticket.tokens)
+            slot = await gate.acquire(ticket.tokens) if gate is not None else None
             try:
                 it = aiter(self.backend.astream(self.attempt_request(ticket, timeout)))
                 opened[:] = [it]
@@ -272,6 +282,9 @@ class Engine(EngineBase, Failover, FlowDriver, ProbeRunner):
             except AigcError as e:
                 self.rejected(e)
                 raise
+            finally:
+                if slot is not None:
+                    gate.finished(slot)
 
         try:
             first, _ = await acall_with_retry(open_stream, self.policy, self.timeout(ticket))
@@ -329,9 +342,9 @@ class Engine(EngineBase, Failover, FlowDriver, ProbeRunner):
                 out[i] = admitted
             else:
                 tickets[i] = admitted
-        if tickets and self.accounting.gate is not None:
+        if tickets and (gate := self.accounting.gate) is not None:
             for ticket in tickets.values():
-                self.accounting.gate.acquire_blocking(ticket.tokens)
+                gate.finished(gate.acquire_blocking(ticket.tokens))
         try:
             completions = self.backend.generate_batch([t.request for t in tickets.values()]) if tickets else []
         except AigcError as e:

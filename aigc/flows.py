@@ -59,7 +59,7 @@ class Outcome:
     parsed: Any = None
     reasks: int = 0
     warnings: list[str] = field(default_factory=list)
-    redactions: dict[str, int] = field(default_factory=dict)  # counts only (see aigc.redact)
+    redactions: dict[str, int] = field(default_factory=dict)  # counts only (see aigc.pii)
 
 
 Flow = Generator[Step, list[Completion], Outcome]

@@ -2,7 +2,7 @@
 calls get them alike):
 
 - :func:`redacted` — every request (and moderation probe) leaves with personal data replaced by placeholders;
-  the output, streamed or not, comes back with the values restored (:mod:`aigc.redact`);
+  the output, streamed or not, comes back with the values restored (:mod:`aigc.pii`);
 - :func:`moderated` — the input and the finished output are checked in one moderation call before anything is
   delivered; streaming waits for the check (:mod:`aigc.moderation`);
 - :func:`reviewed` — the task's declared review of its output (e.g. the news fact check).
@@ -21,8 +21,8 @@ from typing import Any
 from .errors import ConfigError
 from .flows import Flow, Outcome, Step, wrapped
 from .moderation import ModerationPolicy
+from .pii import PLACEHOLDER, Redactor
 from .probes import LabelScores, Moderation
-from .redact import PLACEHOLDER, Redactor
 from .types import ChatRequest, Message
 
 __all__ = ["around", "redacted", "moderated", "reviewed", "redact_request", "input_text"]

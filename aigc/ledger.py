@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from .db import Database, Migrations
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 __all__ = ["Ledger", "LedgerEntry", "ReportRow", "GroupBy", "parse_since", "LEDGER_FILE"]
 
@@ -30,8 +30,8 @@ _STOP, _HURRY = object(), object()
 LINGER_S = 0.2
 _INSERT = (
     "INSERT INTO requests (time, backend, model, task, prompt_tokens, completion_tokens, cost_usd,"
-    " latency_s, status, attempts, request_id, job, prompt, response, redactions)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " latency_s, status, attempts, request_id, job, client_key, prompt, response, redactions)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _open_ledgers: weakref.WeakSet = weakref.WeakSet()
 
@@ -43,7 +43,7 @@ def _flush_open_ledgers() -> None:
 
 LEDGER_FILE = "ledger.db"
 
-GroupBy = Literal["model", "task", "day", "backend", "job"]
+GroupBy = Literal["model", "task", "day", "backend", "job", "key"]
 
 MIGRATIONS = Migrations()
 
@@ -79,14 +79,24 @@ MIGRATIONS.register(
     """,
 )
 
+# `aigc serve` records which of its API keys (by name, never the key) each request came in with.
+MIGRATIONS.register(
+    "m003_add_client_key",
+    """
+    ALTER TABLE requests ADD COLUMN client_key TEXT;
+    CREATE INDEX requests_client_key ON requests (client_key, time);
+    """,
+)
+
 # `--redact` keeps sensitive values away from the server; the ledger says how many, never which.
-MIGRATIONS.register("m003_add_redactions", "ALTER TABLE requests ADD COLUMN redactions TEXT")
+MIGRATIONS.register("m004_add_redactions", "ALTER TABLE requests ADD COLUMN redactions TEXT")
 
 _GROUP_EXPR: dict[str, str] = {
     "model": "model",
     "task": "task",
     "backend": "backend",
     "job": "job",
+    "key": "client_key",
     "day": "substr(time, 1, 10)",
 }
 
@@ -107,6 +117,7 @@ class LedgerEntry:
 
     ``status`` is "ok" or the class name of the error that ended the request (e.g. "RateLimited").
     ``prompt`` and ``response`` are kept only by a ledger opened with ``store_prompts=True``.
+    ``client_key`` is the name of the ``aigc serve`` API key a request came in with.
     """
 
     backend: str
@@ -120,6 +131,7 @@ class LedgerEntry:
     attempts: int = 1
     request_id: str | None = None
     job: str | None = None
+    client_key: str | None = None
     prompt: str | None = field(default=None, repr=False)
     response: str | None = field(default=None, repr=False)
     redactions: str | None = None  # JSON counts by kind of the values replaced before sending
@@ -183,7 +195,8 @@ class Ledger:
 
     def __init__(self, path: Path | str, *, store_prompts: bool = False) -> None:
         self.store_prompts = store_prompts
-        self._db = Database(path, MIGRATIONS)
+        self._db = Database(path, MIGRATIONS, advice="move it aside (it keeps your usage history) and aigc will "
+                            "start a new ledger, or set ledger = false")
         self.path = self._db.path
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0
@@ -203,7 +216,7 @@ class Ledger:
         row = (
             _stamp(entry.time), entry.backend, entry.model, entry.task,
             entry.prompt_tokens, entry.completion_tokens, entry.cost_usd, entry.latency_s,
-            entry.status, entry.attempts, entry.request_id, entry.job,
+            entry.status, entry.attempts, entry.request_id, entry.job, entry.client_key,
             entry.prompt if keep else None, entry.response if keep else None, entry.redactions,
         )
         with self._idle:
@@ -237,7 +250,7 @@ class Ledger:
                 try:
                     with self._db.transaction():
                         self._db.conn.executemany(_INSERT, rows)
-                except sqlite3.Error as e:  # accounting must never break the caller's work
+                except (sqlite3.Error, ConfigError) as e:  # accounting must never break the caller's work
                     log.warning("could not write %d usage row(s) to %s: %s", len(rows), self.path, e)
             with self._idle:
                 self._pending -= len(rows)

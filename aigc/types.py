@@ -61,7 +61,7 @@ class ChatRequest(BaseModel):
     timeout: float | None = None
     # Ask for the output tokens' log-probabilities, with this many alternatives per token (0: none).
     logprobs: int | None = Field(None, ge=0, le=20)
-    # How many values of each kind were replaced by placeholders before sending (aigc.redact): counts only,
+    # How many values of each kind were replaced by placeholders before sending (aigc.pii): counts only,
     # never sent, cached or stored as anything but counts.
     redactions: dict[str, int] | None = Field(None, exclude=True)
 
@@ -132,7 +132,7 @@ class Result(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     # Why another backend than the first one answered (``backend`` says which did); None when it did not.
     failover: str | None = None
-    # Values replaced by placeholders before anything was sent, by kind (counts only; see aigc.redact).
+    # Values replaced by placeholders before anything was sent, by kind (counts only; see aigc.pii).
     redactions: dict[str, int] = Field(default_factory=dict)
 
     @property

@@ -45,8 +45,10 @@ EXPORTED = {
     # backends
     "Backend", "BaseBackend", "FakeBackend", "register_backend",
     # errors
-    "AigcError", "ConfigError", "BackendUnavailable", "InputError", "TemplateError", "TemplateVariableMissing",
-    "BudgetExceeded", "OutputInvalid", "FactCheckFailed", "ContentFlagged", "BackendError", "TransientError", "RateLimited", "ServerError",
+    "AigcError", "ConfigError", "BackendUnavailable", "InputError", "OutputError", "TemplateError",
+    "TemplateVariableMissing",
+    "BudgetExceeded", "OutputInvalid", "FactCheckFailed", "ContentFlagged", "BackendError", "TransientError",
+    "RateLimited", "ServerError",
     "RequestTimeout", "ConnectionFailed", "QuotaExhausted", "AuthenticationFailed", "PermissionDenied",
     "ModelNotFound", "BadRequest", "ContextLengthExceeded",
 }

@@ -11,7 +11,7 @@ import pytest
 import aigc
 from aigc.errors import ConfigError
 from aigc.ledger import Ledger
-from aigc.redact import Redactor
+from aigc.pii import Redactor
 from tests.openai_server import FakeOpenAIServer
 from tests.test_batch_job import run_cli, use_server, write_job
 

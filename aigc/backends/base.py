@@ -33,6 +33,8 @@ class Backend(Protocol):
     prefers_batches: bool
     # True when score() works: the likelihood of given replies, without generating (local models).
     can_score: bool
+    # True when answers carry the server's rate limits (Completion.limits), so a client can learn them.
+    reports_limits: bool
 
     def generate(self, request: ChatRequest) -> Completion: ...
 
@@ -84,6 +86,7 @@ class BaseBackend(abc.ABC):
     default_model = ""
     prefers_batches = False
     can_score = False
+    reports_limits = False
 
     @abc.abstractmethod
     def generate(self, request: ChatRequest) -> Completion:

@@ -1,7 +1,8 @@
 """``aigc batch run|status JOB.toml``: content jobs from cron.
 
 Exit codes of ``aigc batch run``: 0 every item done; 1 some items failed (listed); 2 bad job file or
-configuration; 3 budget reached (the rest left pending); 75 another run of the job holds its lock.
+configuration; 3 budget reached (the rest left pending); 75 another run of the job holds its lock;
+130/143 interrupted by SIGINT/SIGTERM (the rest left pending, the report written).
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ class ProgressPrinter:
             bar = "#" * filled + "-" * (width - filled)
             cost = "" if p.cost_usd is None else f"  ${p.cost_usd:.4f}"
             line = (f"[{bar}] {p.finished}/{p.todo}  done {p.done}  failed {p.failed}{cost}  "
-                    f"{p.elapsed_s:.0f}s  {p.note}")
-            self.stream.write("\r" + line[:118].ljust(118))
+                    f"{p.elapsed_s:.0f}s{_eta(p)}{_pace(p)}  {p.note}")
+            self.stream.write("\r" + line[:150].ljust(150))
             self.stream.flush()
             self.drawn = True
             return
@@ -64,7 +65,7 @@ class ProgressPrinter:
         if step != self.last_step:
             self.last_step = step
             self.stream.write(f"aigc batch: {p.finished}/{p.todo} settled ({p.done} of {p.total} items done, "
-                              f"{p.failed} failed) after {p.elapsed_s:.0f}s\n")
+                              f"{p.failed} failed) after {p.elapsed_s:.0f}s{_eta(p)}{_pace(p)}\n")
             self.stream.flush()
         elif p.note and (p.note != self.last_note[0] and now - self.last_note[1] > 60):
             self.last_note = (p.note, now)
@@ -75,6 +76,18 @@ class ProgressPrinter:
         if self.tty and self.drawn:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _eta(p) -> str:
+    return f", ETA {p.eta_s:.0f}s" if p.eta_s and p.finished < p.todo else ""
+
+
+def _pace(p) -> str:
+    """The pace and what holds it back, e.g. ``; 1180 rpm, 146k tpm, limited by tokens``."""
+    if p.pace_rpm is None:
+        return ""
+    tpm = f"{p.pace_tpm / 1000:.0f}k" if (p.pace_tpm or 0) >= 10_000 else f"{p.pace_tpm:.0f}"
+    return f"; {p.pace_rpm:.0f} rpm, {tpm} tpm, limited by {p.limited_by}"
 
 
 def show_report(report) -> None:
@@ -97,6 +110,12 @@ def show_report(report) -> None:
             typer.echo(f"  ... and {len(r.failures) - 20} more (see the report)")
     for warning in r.warnings[:20]:
         typer.echo(f"note: {warning}")
+    if r.rate:
+        pace = r.rate.get("pace") or {}
+        learned = " (learned from the server)" if r.rate.get("learned") else ""
+        typer.echo(f"limits: {r.rate.get('rpm') or '-'} rpm, {r.rate.get('tpm') or '-'} tpm{learned}; "
+                   f"{r.rate.get('rate_limited', 0)} x 429; last pace {pace.get('rpm', 0):.0f} rpm, limited by "
+                   f"{pace.get('limited_by', '-')}")
     typer.echo(f"report: {r.report_path}")
 
 
@@ -135,7 +154,10 @@ def run(
     """Do the job's items that are not done yet.
 
     Exit codes: 0 all items done; 1 some items failed (listed in the report); 2 bad job file or
-    configuration; 3 budget reached (the rest left pending); 75 another run of this job holds the lock.
+    configuration; 3 budget reached (the rest left pending); 75 another run of this job holds the lock;
+    130/143 interrupted (the rest left pending).
+
+    Example: aigc batch run nightly.toml --json
     """
     import asyncio
 
@@ -151,8 +173,23 @@ def run(
         return
     progress = ProgressPrinter(sys.stderr)
     runner = Runner(job, retry_failed=retry_failed, use_cache=not no_cache, via=via, progress=progress)
+
+    async def run_until_signalled():
+        # SIGINT (Ctrl-C) and SIGTERM (cron's timeout, systemd) stop the run in order rather than kill it:
+        # nothing more is sent, requests in flight get a moment, the report is written. A second signal
+        # stops waiting.
+        import signal
+
+        loop = asyncio.get_running_loop()
+        caught = [s for s in (signal.SIGINT, signal.SIGTERM) if _handle(loop, s, runner.interrupt)]
+        try:
+            return await runner.run()
+        finally:
+            for s in caught:
+                loop.remove_signal_handler(s)
+
     try:
-        report = asyncio.run(runner.run())
+        report = asyncio.run(run_until_signalled())
     except JobLocked as e:
         typer.echo(f"aigc: {e}", err=True)
         raise typer.Exit(EXIT_LOCKED) from None
@@ -163,6 +200,14 @@ def run(
     else:
         show_report(report)
     raise typer.Exit(report.exit_code)
+
+
+def _handle(loop, signum: int, handler) -> bool:
+    try:
+        loop.add_signal_handler(signum, handler, signum)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+        return False
+    return True
 
 
 @batch_app.command("status")

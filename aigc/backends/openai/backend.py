@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import openai
 
 from ... import errors
+from ...redact import redact_url, url_secrets
 from ...tokens import count_messages, count_text, encoding_for
 from ...types import ChatRequest, Completion, Message, StreamDelta, Usage
 from ..base import BaseBackend
@@ -33,6 +34,7 @@ class OpenAIBackend(BaseBackend):
 
     name = "openai"
     default_model = "gpt-4o-mini"
+    reports_limits = True  # x-ratelimit-* headers, where the server sends them
 
     def __init__(
         self,
@@ -41,6 +43,8 @@ class OpenAIBackend(BaseBackend):
         client: openai.OpenAI | None = None,
         async_client: openai.AsyncOpenAI | None = None,
     ) -> None:
+        if settings.base_urls and not settings.base_url:  # replicas: the first names the server in messages
+            settings = settings.model_copy(update={"base_url": settings.base_urls[0]})
         self.settings = settings
         self._key = settings.key
         if not self._key and not settings.base_url:
@@ -48,9 +52,16 @@ class OpenAIBackend(BaseBackend):
                 "no API key for the openai backend: set OPENAI_API_KEY, api_key in the config file, "
                 "or use --backend local"
             )
+        if settings.base_urls and client is None and async_client is None:
+            from ...balance import balanced_clients
+
+            client, async_client = balanced_clients(settings.base_urls, self._key, timeout=settings.timeout)
         self._client = client
         self._async_client = async_client
-        self.where = settings.base_url or "the OpenAI API"
+        self.where = redact_url(settings.base_url) or "the OpenAI API"
+        if settings.base_urls and len(settings.base_urls) > 1:
+            self.where += f" (and {len(settings.base_urls) - 1} more)"
+        self._secrets = (self._key, *(s for u in (settings.base_url, *(settings.base_urls or ())) for s in url_secrets(u)))
         self.official = settings.base_url is None
         # Capabilities learned from this server's answers, so each downgrade costs one request only.
         self._response_format = "json_schema"
@@ -95,8 +106,9 @@ class OpenAIBackend(BaseBackend):
         return OpenAIModeration(self, self.settings.moderation_model)
 
     def translate(self, e: BaseException) -> errors.AigcError:
-        """An SDK exception as aigc's error, the key scrubbed."""
-        return translate_error(e, key=self._key, where=self.where)
+        """An SDK exception as aigc's error, the secrets scrubbed. Raise it outside the ``except`` block that
+        caught ``e``, so that the SDK exception (and the request it holds) is not its ``__context__``."""
+        return translate_error(e, key=self._secrets, where=self.where)
 
     def close(self) -> None:
         if self._client is not None:
@@ -158,12 +170,11 @@ class OpenAIBackend(BaseBackend):
         return self._fill_usage(completion, request)
 
     # -- generation -------------------------------------------------------------------------------------
-    def _failed(self, e: Exception, request: ChatRequest, stream: bool) -> None:
+    def _failed(self, err: errors.AigcError, request: ChatRequest, stream: bool) -> None:
         """Raise the aigc error for an SDK failure, unless dropping a feature the server lacks makes one more
         request worthwhile (then return, and the caller asks again)."""
-        err = self.translate(e)
         if not self._downgrade(err, request, stream):
-            raise err from None
+            raise err
 
     def _create(self, request: ChatRequest, *, stream: bool = False) -> Any:
         while True:
@@ -172,7 +183,8 @@ class OpenAIBackend(BaseBackend):
                     return self.client.chat.completions.create(**self._params(request, stream=True))
                 return self.client.chat.completions.with_raw_response.create(**self._params(request))
             except openai.OpenAIError as e:
-                self._failed(e, request, stream)
+                err = self.translate(e)
+            self._failed(err, request, stream)  # outside the except: the SDK error is not its context
 
     async def _acreate(self, request: ChatRequest, *, stream: bool = False) -> Any:
         chat = self.async_client.chat.completions
@@ -182,7 +194,8 @@ class OpenAIBackend(BaseBackend):
                     return await chat.create(**self._params(request, stream=True))
                 return await chat.with_raw_response.create(**self._params(request))
             except openai.OpenAIError as e:
-                self._failed(e, request, stream)
+                err = self.translate(e)
+            self._failed(err, request, stream)
 
     def generate(self, request: ChatRequest) -> Completion:
         return self._parsed(self._create(request), request)
@@ -198,27 +211,33 @@ class OpenAIBackend(BaseBackend):
     def stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
         stream = self._create(request, stream=True)
         acc = self._accumulator(stream, request)
+        failure = None
         try:
             for chunk in stream:
                 if piece := acc.add(chunk):
                     yield StreamDelta(text=piece)
         except Exception as e:
-            raise self.translate(e) from None
+            failure = self.translate(e)
         finally:
             stream.close()
+        if failure is not None:
+            raise failure
         yield StreamDelta(completion=self._fill_usage(acc.completion(self._response_format), request))
 
     async def astream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         stream = await self._acreate(request, stream=True)
         acc = self._accumulator(stream, request)
+        failure = None
         try:
             async for chunk in stream:
                 if piece := acc.add(chunk):
                     yield StreamDelta(text=piece)
         except Exception as e:
-            raise self.translate(e) from None
+            failure = self.translate(e)
         finally:
             await stream.close()
+        if failure is not None:
+            raise failure
         yield StreamDelta(completion=self._fill_usage(acc.completion(self._response_format), request))
 
     # -- models and tokens ------------------------------------------------------------------------------

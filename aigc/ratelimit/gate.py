@@ -1,0 +1,325 @@
+"""The rate gate itself: booking, learning the limits from the server, the pace, reporting (see the package)."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from .windows import EPS, Limit, Window
+
+__all__ = ["RateGate", "Slot", "PROBE"]
+
+
+# Margin for the time between our clock and the server's: a request admitted here at t reaches the
+# server's books a few milliseconds later, and those delays vary. A 429 at the plain pace widens the margin
+# by WIDEN (a busy machine delivers less evenly); every QUIET admissions without one halve the extra again.
+GUARD_S = 0.02
+WIDEN = 0.02
+MAX_GUARD_S = 0.25
+QUIET = 200
+# Bookings keep at least this fraction of the even spacing apart (for 20 a second: 25 ms), so requests
+# leave one by one rather than in bursts; the windows decide the rate.
+SPREAD = 0.5
+# After a 429 without a Retry-After, everyone waits this long.
+DEFAULT_COOLDOWN_S = 1.0
+MAX_COOLDOWN_S = 60.0
+# Learning the limits: requests allowed in flight before an answer says them, and how often to look again.
+PROBE = 4
+POLL_S = 0.05
+# The pace: raised by RAISE every RAISE_EVERY seconds (or 1.5 round trips, if longer: the answers to the
+# last raise come back before the next) while over HIGH of the budget is left; lowered by LOWER under LOW;
+# never above MAX_BOOST one-second shares in a second.
+RAISE, RAISE_EVERY, HIGH, LOW, LOWER, MAX_BOOST = 1.2, 0.2, 0.5, 0.25, 0.5, 60.0
+RECENT_S = 10.0  # the span over which the current pace and what limits it are reported
+
+# The slot the current thread or task took last, so a rejected attempt can give it back.
+_LAST: ContextVar[Slot | None] = ContextVar("aigc_rate_slot", default=None)
+
+
+@dataclass
+class Slot:
+    """A booked moment to send one attempt, and its places in the windows."""
+
+    gate: RateGate
+    at: float
+    places: list[tuple[Window, tuple[float, float]]] = field(default_factory=list)
+    epoch: int = 0  # the gate's cooldown count when it was booked: a later 429 voids it
+    probe: bool = False  # sent before the limits were known: counts against the handful allowed in flight
+
+
+class RateGate:
+    """Requests and tokens per minute for everything one client sends: ``await gate.acquire(tokens)`` in
+    async code, ``gate.acquire_blocking(tokens)`` in threads, before every attempt (retries included);
+    ``gate.observe(limits)`` with what each answer's headers said."""
+
+    def __init__(self, rpm: float | None = None, tpm: float | None = None, *, learn: bool = False,
+                 guard: float = GUARD_S, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 sleep_blocking: Callable[[float], None] = time.sleep) -> None:
+        self.ceiling = (rpm, tpm)
+        self.learn = learn
+        self._clock, self._sleep, self._sleep_blocking = clock, sleep, sleep_blocking
+        self._lock = threading.Lock()
+        self._base_guard = self._guard = guard
+        self._limits: dict[str, Limit] = {}
+        self._boost, self._pinned = 1.0, False
+        self.rpm: float | None = None
+        self.tpm: float | None = None
+        self._set_limits(rpm, tpm)
+        self._raised = self._last_429 = float("-inf")
+        self._probing, self._silent, self._heard = 0, 0, False
+        self._rtt = 0.0  # a moving average of how long an attempt takes, from its slot to its answer
+        self._booked: list[float] = []  # booked moments of the last second and the future, sorted
+        self._pace_by = "requests"
+        self._cool_until = 0.0
+        self._epoch = 0
+        self._quiet = 0
+        self.acquired = self.refunds = self.penalties = 0
+        self.waited_s = 0.0
+        self.waits: Counter[str] = Counter()  # seconds waited, by what held the request back
+        self._recent: deque[tuple[float, int, str, float]] = deque()  # (time, tokens, reason, wait)
+
+    # -- the limits in force ----------------------------------------------------------------------------
+    def _set_limits(self, rpm: float | None, tpm: float | None) -> None:
+        for name, value, tokens in (("requests", rpm, False), ("tokens", tpm, True)):
+            current = self._limits.get(name)
+            if not value:
+                self._limits.pop(name, None)
+            elif current is None or current.per_minute != value:
+                self._limits[name] = Limit(value, tokens)
+        self.rpm, self.tpm = rpm, tpm
+        for limit in self._limits.values():
+            limit.fit(self._guard, self._boost)
+
+    @property
+    def active(self) -> bool:
+        """False for a gate that holds nothing back (no limits known, none to learn)."""
+        return bool(self._limits) or (self.learn and not self._heard and self._silent < PROBE)
+
+    # -- booking --------------------------------------------------------------------------------------
+    def reserve(self, tokens: int) -> tuple[Slot | None, float]:
+        """Book the earliest moment a request of ``tokens`` (prompt + max output) may be sent: the slot and
+        the seconds to wait for it; or (None, seconds) while the limits are being learned."""
+        with self._lock:
+            now = self._clock()
+            if not self._limits:
+                probe = self.learn and not self._heard and self._silent < PROBE
+                if probe and self._probing >= PROBE:
+                    return None, POLL_S
+                self._probing += probe
+                self.acquired += 1
+                return Slot(self, now, epoch=self._epoch, probe=probe), 0.0
+            at = max(now, self._cool_until)
+            reason = "429s" if at > now else ""
+            gap, self._pace_by = self._spacing(tokens)
+            for limit in self._limits.values():
+                limit.share.prune(now)
+                limit.minute.prune(now)
+            for _ in range(16):  # a fit in one window can push past another's; settles in a step or two
+                start = at
+                for name, limit in self._limits.items():
+                    amount = tokens if limit.tokens else 1
+                    fit = max(limit.share.earliest(at, amount), limit.minute.earliest(at, amount))
+                    if fit > at:
+                        at, reason = fit, name
+                spaced = self._spaced(at, gap)
+                if spaced > at:
+                    at, reason = spaced, self._pace_by
+                if at == start:
+                    break
+            slot = Slot(self, at, epoch=self._epoch)
+            for limit in self._limits.values():
+                amount = tokens if limit.tokens else 1
+                slot.places += [(limit.share, limit.share.add(at, amount)),
+                                (limit.minute, limit.minute.add(at, amount))]
+            bisect.insort(self._booked, at)
+            del self._booked[:bisect.bisect_left(self._booked, now - 1.0)]
+            self.acquired += 1
+            self._quiet += 1
+            if self._quiet >= QUIET and self._guard > self._base_guard:
+                self._set_guard(self._base_guard + (self._guard - self._base_guard) / 2)
+            self._account(now, tokens, reason, at - now)
+            return slot, at - now
+
+    def _spacing(self, tokens: int) -> tuple[float, str]:
+        """How far apart bookings stay (a fraction of the even spacing the tightest limit allows), so that
+        requests leave one by one rather than in bursts; and that limit's name."""
+        gap, by = 0.0, "requests"
+        for name, limit in self._limits.items():
+            amount = tokens if limit.tokens else 1
+            g = SPREAD * limit.share.seconds / max(1, int(limit.share.capacity // amount))
+            if g > gap:
+                gap, by = g, name
+        return gap, by
+
+    def _spaced(self, t: float, gap: float) -> float:
+        """The first moment from ``t`` on that is at least ``gap`` away from every other booking."""
+        i = bisect.bisect_left(self._booked, t - gap + EPS)
+        while i < len(self._booked) and self._booked[i] < t + gap - EPS:
+            t = self._booked[i] + gap
+            i += 1
+        return t
+
+    def _account(self, now: float, tokens: int, reason: str, wait: float) -> None:
+        self.waited_s += wait
+        if reason and wait > 0:
+            self.waits[reason] += wait
+        self._recent.append((now, tokens, reason, wait))
+        while self._recent and self._recent[0][0] < now - RECENT_S:
+            self._recent.popleft()
+
+    def _check(self, slot: Slot | None, tokens: int) -> tuple[Slot | None, float]:
+        """After a wait: the slot, or a new one if a 429 voided it (everyone is paced again after the
+        cooldown rather than all going at once), and the seconds still to wait."""
+        if slot is None or slot.epoch != self._epoch:
+            if slot is not None:
+                self._release(slot)
+            return self.reserve(tokens)
+        return slot, slot.at - self._clock()
+
+    async def acquire(self, tokens: int) -> Slot:
+        """Wait (asyncio) until a request of ``tokens`` may be sent, and count it."""
+        slot, wait = self.reserve(tokens)
+        while slot is None or wait > 0:
+            await self._sleep(wait)
+            slot, wait = self._check(slot, tokens)
+        _LAST.set(slot)
+        return slot
+
+    def acquire_blocking(self, tokens: int) -> Slot:
+        """Wait (this thread) until a request of ``tokens`` may be sent, and count it."""
+        slot, wait = self.reserve(tokens)
+        while slot is None or wait > 0:
+            self._sleep_blocking(wait)
+            slot, wait = self._check(slot, tokens)
+        _LAST.set(slot)
+        return slot
+
+    def finished(self, slot: Slot | None) -> None:
+        """The attempt of ``slot`` has its answer (or its error): a probe makes room for the next."""
+        if slot is None:
+            return
+        with self._lock:
+            self._rtt = 0.8 * self._rtt + 0.2 * max(0.0, self._clock() - slot.at)
+            if slot.probe:
+                slot.probe = False
+                self._probing -= 1
+
+    def _release(self, slot: Slot) -> None:
+        with self._lock:
+            for window, entry in slot.places:
+                window.remove(entry)
+            if slot.places and (i := bisect.bisect_left(self._booked, slot.at)) < len(self._booked) \
+                    and self._booked[i] == slot.at:
+                del self._booked[i]
+            slot.places = []
+
+    # -- what the server said -------------------------------------------------------------------------
+    def observe(self, limits: dict[str, float] | None) -> None:
+        """An answer came back; ``limits`` is what its ``x-ratelimit-*`` headers said (None: nothing)."""
+        with self._lock:
+            if not limits or not ("limit_requests" in limits or "limit_tokens" in limits):
+                self._silent += 1
+                return
+            self._heard = True
+            if self.learn or self._limits:
+                rpm, tpm = (_lower(ceiling, limits.get(f"limit_{unit}"))
+                            for ceiling, unit in zip(self.ceiling, ("requests", "tokens"), strict=True))
+                if (rpm, tpm) != (self.rpm, self.tpm):
+                    self._set_limits(rpm, tpm)
+            self._adapt(limits)
+
+    def _adapt(self, limits: dict[str, float]) -> None:
+        """Raise or lower the pace from how much of the minute's budget is left (called holding the lock)."""
+        left = [limits[f"remaining_{u}"] / limits[f"limit_{u}"] for u in ("requests", "tokens")
+                if limits.get(f"limit_{u}") and f"remaining_{u}" in limits]
+        if not left or not self._limits:
+            return
+        now = self._clock()
+        if min(left) < LOW and self._boost > 1:
+            self._boost = max(1.0, self._boost * LOWER)
+        elif (min(left) > HIGH and not self._pinned and now - self._raised >= max(RAISE_EVERY, 1.5 * self._rtt)
+              and now - self._last_429 > 2 * RAISE_EVERY):
+            self._boost, self._raised = min(MAX_BOOST, self._boost * RAISE), now
+        else:
+            return
+        for limit in self._limits.values():
+            limit.fit(self._guard, self._boost)
+
+    def refund(self, slot: Slot | None = None) -> None:
+        """The attempt never counted at the server (it was refused before being admitted, e.g. a 429 for
+        the request itself): give its places back. Without a slot, the caller's last one."""
+        if slot is None:
+            slot = _LAST.get()
+            _LAST.set(None)
+        if slot is None or slot.gate is not self or not slot.places:
+            return
+        self._release(slot)
+        with self._lock:
+            self.refunds += 1
+
+    def penalize(self, retry_after: float | None) -> None:
+        """A 429 came back: nobody sends again before the server's Retry-After has passed, and the pace goes
+        back to one share a second for good."""
+        pause = DEFAULT_COOLDOWN_S if retry_after is None else min(max(retry_after, 0.0), MAX_COOLDOWN_S)
+        with self._lock:
+            now = self._clock()
+            self.penalties += 1
+            self._last_429 = now
+            self._cool_until = max(self._cool_until, now + pause)
+            # Slots booked before now are void: their holders book again, paced from the cooldown's end.
+            self._epoch += 1
+            if self._boost > 1:  # the pace had outrun the server's windows: back to one share, for good
+                self._boost = 1.0
+            else:  # at the plain pace: our clock and the server's disagree by more than the margin
+                self._set_guard(min(MAX_GUARD_S, self._guard + WIDEN))
+            self._pinned = True
+            self._set_guard(self._guard)
+
+    def _set_guard(self, guard: float) -> None:
+        """Widen or narrow every window's margin (called holding the lock)."""
+        self._guard, self._quiet = guard, 0
+        for limit in self._limits.values():
+            limit.fit(guard, self._boost)
+
+    # -- reporting --------------------------------------------------------------------------------------
+    @property
+    def cooling(self) -> bool:
+        return self._clock() < self._cool_until
+
+    def pace(self) -> dict[str, Any]:
+        """The current pace (requests and tokens per minute over the last few seconds) and what limits it:
+        ``requests``, ``tokens``, ``429s`` (a cooldown), or ``latency/concurrency`` (the gate held little back)."""
+        with self._lock:
+            now = self._clock()
+            recent = [r for r in self._recent if r[0] >= now - RECENT_S]
+        if not recent:
+            return {"rpm": 0.0, "tpm": 0.0, "limited_by": "latency/concurrency"}
+        span = max(now - recent[0][0], 1.0)
+        held: Counter[str] = Counter()
+        for _, _, reason, wait in recent:
+            if reason:
+                held[reason] += wait
+        busy = sum(held.values()) / len(recent)
+        limited_by = held.most_common(1)[0][0] if held and busy > 0.02 else "latency/concurrency"
+        return {"rpm": round(len(recent) * 60 / span, 1), "tpm": round(sum(r[1] for r in recent) * 60 / span),
+                "limited_by": limited_by}
+
+    def stats(self) -> dict[str, Any]:
+        return {"rpm": self.rpm, "tpm": self.tpm, "learned": self._heard and self.learn,
+                "boost": round(self._boost, 2), "waited_s": round(self.waited_s, 3),
+                "waited_by": {k: round(v, 3) for k, v in self.waits.items()},
+                "rate_limited": self.penalties, "refunded": self.refunds, **{"pace": self.pace()}}
+
+
+def _lower(ceiling: float | None, heard: float | None) -> float | None:
+    if heard is None:
+        return ceiling
+    return heard if ceiling is None else min(ceiling, heard)
