@@ -252,6 +252,22 @@ def test_task_endpoints_return_the_result_with_long_inputs_handled():
         assert odd.status_code == 400 and odd.json()["error"]["code"] == "unsupported_parameter"
 
 
+def test_every_declared_task_is_served_by_its_declaration():
+    fake = FakeBackend()
+    fake.enqueue('{"label": "shipping", "reason": "A lost parcel."}', '{"label": "negative", "reason": "Angry."}')
+    with serving(fake) as server:
+        labelled = httpx2.post(server.url + "/v1/tasks/classify",
+                               json={"text": "My parcel is lost.", "labels": ["billing", "shipping", "other"]})
+        assert labelled.status_code == 200, labelled.text
+        assert labelled.json()["text"] == "shipping" and labelled.json()["parsed"]["label"] == "shipping"
+        mood = httpx2.post(server.url + "/v1/tasks/sentiment", json={"text": "This is awful."}).json()
+        assert mood["task"] == "sentiment" and mood["text"] == "negative"
+        bad = httpx2.post(server.url + "/v1/tasks/classify", json={"text": "x", "labels": "billing"})
+        assert bad.status_code == 400 and "labels" in bad.json()["error"]["message"]
+        unknown = httpx2.post(server.url + "/v1/tasks/haiku", json={"text": "x"})
+        assert unknown.status_code == 404 and "classify" in unknown.json()["error"]["message"]
+
+
 def test_operations_health_ready_metrics_body_limit_and_access_log(caplog):
     with serving(FakeBackend(), ServeOptions(max_body_bytes=2048)) as server:
         assert httpx2.get(server.url + "/health").json() == {"status": "ok"}

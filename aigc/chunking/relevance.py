@@ -20,9 +20,21 @@ _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _TERM = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
 
 
+def fold(term: str) -> str:
+    """A light English suffix fold, so "opens", "opening" and "opened" meet "open" (no dictionary: only longer
+    words lose a regular ending)."""
+    if len(term) > 5 and term.endswith("ies"):
+        return term[:-3] + "y"
+    if len(term) > 5 and term.endswith(("ing", "ed")):
+        return term[:-3] if term.endswith("ing") else term[:-2]
+    if len(term) > 3 and term.endswith("s") and not term.endswith(("ss", "us", "is")):
+        return term[:-1]
+    return term
+
+
 def terms(text: str) -> list[str]:
-    """Lower-cased word terms (single characters for Chinese, Japanese and Korean)."""
-    return _TERM.findall(text.lower())
+    """Lower-cased word terms, lightly folded (single characters for Chinese, Japanese and Korean)."""
+    return [fold(t) for t in _TERM.findall(text.lower())]
 
 
 def bm25_scores(chunks: Sequence[str], question: str) -> list[float]:

@@ -29,7 +29,7 @@ from .errors import ApiError, from_aigc
 from .keys import KeyStore
 from .knowledge import Knowledge
 from .state import ServeOptions, ServeState
-from .tasks import TASKS, run_task
+from .tasks import run_task, served_tasks
 
 __all__ = ["create_app"]
 
@@ -126,7 +126,7 @@ def create_app(core: Core, options: ServeOptions | None = None, *, keys: KeyStor
     handlers: dict[Any, Any] = {Exception: _error, ApiError: _error, AigcError: _error, HTTPException: _error}
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.serve = state
-    endpoints = {r.path for r in routes} | {f"/v1/tasks/{t}" for t in TASKS}
+    endpoints = {r.path for r in routes} | {f"/v1/tasks/{t}" for t in served_tasks()}
 
     def done(path: str, status: int) -> None:
         state.metrics.requests.labels(path if path in endpoints else "other", str(status)).inc()

@@ -132,9 +132,9 @@ class Core:
         """Text pieces as they come, then the Result (structured output is checked, not re-asked, here)."""
         return self._engine_for(caller).arun_stream(single(request), "chat")
 
-    async def task(self, name: str, main: Any, params: dict[str, Any], caller: Caller) -> Result:
-        """One content task (summarize, translate, answer, news) with its long-input handling."""
-        call = await asyncio.to_thread(self.client.call, name, (main,), params)
+    async def task(self, name: str, params: dict[str, Any], caller: Caller) -> Result:
+        """One declared task (its variables and options by name) with its long-input handling."""
+        call = await asyncio.to_thread(self.client.call, name, (), params)
         return await self._engine_for(caller).arun(call.flow, call.task)
 
     async def aclose(self) -> None:
