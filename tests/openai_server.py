@@ -3,7 +3,9 @@
 Hosted-path tests talk to this server through the real ``openai`` SDK, so the headers, status codes, error bodies
 and stream framing the SDK depends on are exercised over real HTTP. The server bills on its own (tiktoken plus
 OpenAI's chat formula), so a test can check aigc's counts against what a provider would charge, and it can
-misbehave on demand: scripted faults, random faults, latency, rate limits and context windows.
+misbehave on demand: scripted faults, random faults, latency, rate limits and context windows. It also answers
+``/v1/moderations`` (scores scripted with :meth:`FakeOpenAIServer.flag`) and gives ``logprobs`` /
+``top_logprobs`` in chat answers when asked.
 
 In process::
 
@@ -67,6 +69,12 @@ _CODE_ERRORS = {
         "You exceeded your current quota, please check your plan and billing details.",
     ),
 }
+
+
+_MODERATION_CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+                          "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions", "sexual",
+                          "sexual/minors", "violence", "violence/graphic")
+_CATEGORY_NAMES = {name.replace("/", "_").replace("-", "_"): name for name in _MODERATION_CATEGORIES}
 
 
 @dataclass
@@ -552,6 +560,7 @@ class FakeOpenAIServer:
                  error_rate: float = 0.0, drop_rate: float = 0.0, seed: int | None = None,
                  rpm: float | None = None, tpm: float | None = None, api_key: str | None = None,
                  batch_polls_to_complete: int = 2, rate_window: float = 1.0, latency_jitter: float = 0.0,
+                 logprob: Callable[[str], float] | None = None, supports_logprobs: bool = True,
                  dialect: Dialect | None = None, token_delay: float = 0.0):
         self.host, self.port = host, port
         self.latency, self.reply, self.stream_usage = latency, reply, stream_usage
@@ -564,6 +573,10 @@ class FakeOpenAIServer:
         self.rpm, self.tpm, self.api_key = rpm, tpm, api_key
         self.rate_window = rate_window  # seconds over which rpm/tpm are enforced: 1 (OpenAI-like) or 60
         self.batch_polls_to_complete = batch_polls_to_complete
+        # The log-probability a chat answer gives each of its tokens, when asked for logprobs.
+        self.logprob = logprob or (lambda token: math.log(0.9))
+        self.supports_logprobs = supports_logprobs
+        self.moderation_rules: dict[str, dict[str, float]] = {}
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._ids = itertools.count(1)  # object ids (chatcmpl-, file-, batch_ …)
@@ -624,6 +637,11 @@ class FakeOpenAIServer:
 
     def fail_next(self, n: int, fault: Fault | None = None) -> None:
         self.enqueue_faults(*[fault or Fault.server_error()] * n)
+
+    def flag(self, substring: str, **scores: float) -> None:
+        """Moderation: a text containing ``substring`` gets these category scores (``violence=0.91``; a
+        category spelled with a slash uses ``_``: ``self_harm_intent``); 0.5 and above are flagged."""
+        self.moderation_rules[substring] = {_CATEGORY_NAMES.get(k, k): v for k, v in scores.items()}
 
     def enqueue_replies(self, *texts: str) -> None:
         with self._lock:
@@ -689,6 +707,7 @@ class FakeOpenAIServer:
     _ROUTES = [
         ("POST", re.compile(r"/v1/chat/completions"), "_chat", True),
         ("GET", re.compile(r"/v1/models"), "_models", False),
+        ("POST", re.compile(r"/v1/moderations"), "_moderations", True),
         ("POST", re.compile(r"/v1/files"), "_upload", True),
         ("GET", re.compile(r"/v1/files/([^/]+)"), "_file_info", True),
         ("GET", re.compile(r"/v1/files/([^/]+)/content"), "_file_content", True),
@@ -854,6 +873,8 @@ class FakeOpenAIServer:
         pinned = self.dialect.pinned
         if pinned is not None and body["model"] != pinned:
             raise _ApiError(400, f"Server is pinned to '{pinned}'; requested '{body['model']}'")
+        if body.get("logprobs") and not self.supports_logprobs:
+            raise _ApiError(400, "logprobs is not supported by this server", param="logprobs")
         response_format = body.get("response_format")
         if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
             if self.dialect.json_schema == "500":
@@ -940,11 +961,12 @@ class FakeOpenAIServer:
             text, finish = _encoding(model).decode(tokens[:limit]), "length"
         asked = body.get("max_completion_tokens") or body.get("max_tokens") or 1 << 30
         completion_tokens = min(self._scaled(_count(model, text)), asked)
+        logprobs = self._logprobs(model, text, body.get("top_logprobs") or 0) if body.get("logprobs") else None
         return {
             "id": f"chatcmpl-{next(self._ids)}", "object": "chat.completion", "created": int(time.time()),
             "model": model, "system_fingerprint": None,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                         "logprobs": None, "finish_reason": finish}],
+                         "logprobs": logprobs, "finish_reason": finish}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
@@ -969,6 +991,42 @@ class FakeOpenAIServer:
         elif self.dialect.estimated_stream_usage:  # LiteLLM counts the usage itself and sends it anyway
             events.append({**base, "choices": [{"index": 0, "delta": {}}], "usage": completion["usage"]})
         return events
+
+    def _logprobs(self, model: str, text: str, top: int) -> dict[str, Any]:
+        """Each token of the answer with ``self.logprob(token)``, and ``top`` alternatives (the token first)."""
+        if not isinstance(top, int) or not 0 <= top <= 20:
+            raise _ApiError(400, "Invalid 'top_logprobs': expected an integer from 0 to 20.", param="top_logprobs")
+        enc, content = _encoding(model), []
+        for token_id in enc.encode_ordinary(text):
+            token = enc.decode_single_token_bytes(token_id).decode("utf-8", "replace")
+            lp = float(self.logprob(token))
+            alternatives = [(token, lp)] + [(f"{token}~{k}", lp - 2.0 * k) for k in range(1, top)]
+            content.append({"token": token, "logprob": lp, "bytes": list(token.encode()),
+                            "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())}
+                                             for t, v in alternatives[:top]]})
+        return {"content": content, "refusal": None}
+
+    def _moderations(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
+        """``/v1/moderations``: one result per input text, scored by :meth:`flag`'s rules."""
+        body = _parse_json(raw)
+        texts = body.get("input") if isinstance(body, dict) else None
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise _ApiError(400, "Invalid 'input': expected a string or a list of strings.", param="input")
+        with self._lock:
+            rules = dict(self.moderation_rules)
+        results = []
+        for text in texts:
+            scores = {name: 1e-5 for name in _MODERATION_CATEGORIES}
+            for substring, scripted in rules.items():
+                if substring in text:
+                    scores.update({k: max(v, scores.get(k, 0.0)) for k, v in scripted.items()})
+            categories = {name: score >= 0.5 for name, score in scores.items()}
+            results.append({"flagged": any(categories.values()), "categories": categories,
+                            "category_scores": scores,
+                            "category_applied_input_types": {name: ["text"] for name in scores}})
+        model = body.get("model") or "omni-moderation-latest"
+        return _Answer(body={"id": f"modr-{next(self._ids)}", "model": model, "results": results})
 
     def _models(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
         names = sorted({*self.context_windows, "gpt-4o-mini"})
@@ -1151,6 +1209,10 @@ class FakeOpenAIServer:
                 faults = [Fault.from_dict(item) for item in _parse_json(raw)]
                 self.enqueue_faults(*faults)
                 return _Answer(body={"queued": len(faults)})
+            if (method, path) == ("POST", "/_control/moderation"):
+                for substring, scores in _parse_json(raw).items():
+                    self.flag(substring, **scores)
+                return _Answer(body={"rules": len(self.moderation_rules)})
             if (method, path) == ("POST", "/_control/replies"):
                 replies = [str(text) for text in _parse_json(raw)]
                 self.enqueue_replies(*replies)

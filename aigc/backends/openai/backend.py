@@ -25,10 +25,12 @@ from .server import ServerBase
 if TYPE_CHECKING:
     from ...config import Settings
     from .batches import BatchApi
+    from .moderation import OpenAIModeration
 
 
-# Requests for one attempt: json_schema, json_object with and without the schema, prompt, no stream_options.
-_MAX_DOWNGRADES = 5
+# Requests for one attempt: json_schema, json_object with and without the schema, prompt, without
+# stream_options, without logprobs.
+_MAX_DOWNGRADES = 6
 
 
 class OpenAIBackend(ServerBase):
@@ -44,7 +46,13 @@ class OpenAIBackend(ServerBase):
         async_client: openai.AsyncOpenAI | None = None,
         store: CapabilityStore | None = None,
     ) -> None:
+        if settings.base_urls and not settings.base_url:  # replicas: the first names the server in messages
+            settings = settings.model_copy(update={"base_url": settings.base_urls[0]})
         super().__init__(settings, store=store)
+        if settings.base_urls and client is None and async_client is None:
+            from ...balance import balanced_clients
+
+            client, async_client = balanced_clients(settings.base_urls, self._key, timeout=settings.timeout)
         self._client = client
         self._async_client = async_client
 
@@ -73,6 +81,11 @@ class OpenAIBackend(ServerBase):
         from .batches import BatchApi
 
         return BatchApi(self)
+
+    def moderation_api(self) -> OpenAIModeration:
+        from .moderation import OpenAIModeration
+
+        return OpenAIModeration(self, self.settings.moderation_model)
 
     def close(self) -> None:
         if self._client is not None:

@@ -60,6 +60,7 @@ class Capabilities:
     # False once the server refused that.
     object_schema: bool = True
     stream_options: bool = True  # the server accepts stream_options.include_usage
+    logprobs: bool = True  # the server accepts logprobs (label confidences, aigc.classify)
     context_window: int | None = None  # learned from the server's metadata or its error text
     window_source: str | None = None  # where it came from: models, props, show, tokenize, error
     tokenizer: str | None = None  # the server's tokenize endpoint: vllm, llamacpp, llama-cpp-python, none
@@ -69,8 +70,8 @@ class Capabilities:
     version: int = field(default=0, compare=False)
     probed: bool = field(default=False, compare=False)  # metadata asked for in this process
 
-    _KEPT = ("structured", "enforced", "object_schema", "stream_options", "context_window", "window_source", "tokenizer",
-             "scale", "extra", "basis")
+    _KEPT = ("structured", "enforced", "object_schema", "stream_options", "logprobs", "context_window",
+             "window_source", "tokenizer", "scale", "extra", "basis")
 
     def facts(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k in self._KEPT}

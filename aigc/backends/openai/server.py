@@ -65,7 +65,10 @@ class ServerBase(BaseBackend):
                 "or use --backend local"
             )
         self.where = redact_url(settings.base_url) or "the OpenAI API"
-        self._secrets = (self._key, *url_secrets(settings.base_url))
+        replicas = settings.base_urls or ()
+        if len(replicas) > 1:
+            self.where += f" (and {len(replicas) - 1} more)"
+        self._secrets = (self._key, *(s for u in (settings.base_url, *replicas) for s in url_secrets(u)))
         self.official = settings.base_url is None
         self.server = "openai" if self.official else server_key(settings.base_url or "")
         local = settings.local_server
@@ -174,6 +177,8 @@ class ServerBase(BaseBackend):
     # -- request shaping ------------------------------------------------------------------------------
     def body(self, request: ChatRequest, mode: str | None = None) -> dict[str, Any]:
         """The request's JSON body as this server will be sent it (also used for Batch API lines)."""
+        if request.logprobs is not None and not self.capabilities(request.model).logprobs:
+            request = request.model_copy(update={"logprobs": None})
         return wire.request_body(request, official=self.official,
                                  response_format=mode or self.structured_mode(request.model),
                                  schema_in_prompt=not self.official,
@@ -200,6 +205,10 @@ class ServerBase(BaseBackend):
             if STRUCTURED_MODES.index(weaker) > STRUCTURED_MODES.index(caps.structured):
                 caps.structured = weaker  # (a request running alongside may have stepped down already)
                 self._saver(request.model)()
+            return True
+        if request.logprobs is not None and caps.logprobs and "logprobs" in text:
+            caps.logprobs = False  # a server without log-probabilities: answers come without confidence
+            self._saver(request.model)()
             return True
         if stream and ("stream_options" in text or "include_usage" in text):
             if caps.stream_options:  # (or a request running alongside dropped it already)
