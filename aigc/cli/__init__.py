@@ -57,7 +57,7 @@ def _setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``aigc`` console script."""
-    from . import admin, batch  # noqa: F401  (register tokens, usage, doctor; batch)
+    from . import admin, batch, tune  # noqa: F401  (register tokens, usage, doctor; batch; tune)
     from .app import app
 
     _setup_logging()
