@@ -16,6 +16,7 @@ from .errors import InputError
 from .flows import Flow, single, structured
 from .retry import RetryPolicy
 from .templates import TemplateLibrary
+from .tune.aliases import apply as apply_alias
 from .types import ChatRequest, Result
 
 _OPTIONS = ("model", "temperature", "max_tokens", "stream", "schema", "budget", "timeout", "seed")
@@ -99,7 +100,7 @@ class _ClientBase:
             explicit["backend"] = backend.name
         if settings is not None:
             settings = settings.model_copy(update={k: v for k, v in explicit.items() if v is not None})
-        self.settings = settings or load_settings(explicit)
+        self.settings = apply_alias(settings or load_settings(explicit))  # --model NAME of aigc tune alias
         self.backend: Backend = backend if backend is not None and not isinstance(backend, str) \
             else create_backend(self.settings)
         self.templates = TemplateLibrary(self.settings.templates_dir)

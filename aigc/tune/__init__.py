@@ -15,27 +15,34 @@ SDK are imported by the functions that use them. See docs/tune.md.
 
 from __future__ import annotations
 
-from .aliases import apply as apply_alias
-from .aliases import list_aliases, remove_alias, resolve, set_alias
-from .build import BuildResult, from_job, from_pairs, write_examples
-from .hosted import cancel, hosted, list_runs, status
-from .local import local
-from .types import (
-    Alias,
-    HostedEvent,
-    HostedJob,
-    LocalResult,
-    Problem,
-    TrainingDataInvalid,
-    TrainProgress,
-    ValidationReport,
-)
-from .validate import default_epochs, validate
+import importlib
+from typing import Any
 
-__all__ = [
-    "validate", "local", "hosted", "status", "cancel", "list_runs", "default_epochs",
-    "from_pairs", "from_job", "write_examples", "BuildResult",
-    "set_alias", "remove_alias", "list_aliases", "resolve", "apply_alias",
-    "Alias", "HostedEvent", "HostedJob", "LocalResult", "Problem", "TrainProgress", "ValidationReport",
-    "TrainingDataInvalid",
-]
+STORE_FILE = "tune.db"  # in the user data dir: the journal of runs and the aliases (see .store)
+
+# name -> the module that defines it; loaded on first use, so importing aigc.tune (and aigc.tune.aliases,
+# which the client uses on every construction) stays cheap.
+_LAZY = {
+    "validate": "validate", "default_epochs": "validate", "local": "local",
+    "hosted": "hosted", "status": "hosted", "cancel": "hosted", "list_runs": "hosted",
+    "from_pairs": "build", "from_job": "build", "write_examples": "build", "BuildResult": "build",
+    "set_alias": "aliases", "remove_alias": "aliases", "list_aliases": "aliases", "resolve": "aliases",
+    "apply_alias": "aliases",
+    "Alias": "types", "HostedEvent": "types", "HostedJob": "types", "LocalResult": "types", "Problem": "types",
+    "TrainProgress": "types", "ValidationReport": "types", "TrainingDataInvalid": "types",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aigc.tune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), "apply" if name == "apply_alias" else name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

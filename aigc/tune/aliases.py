@@ -12,22 +12,26 @@ answers for one name. Both are cheap: a read-only query, and nothing at all when
 from __future__ import annotations
 
 import re
-import sqlite3
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..config import Settings
 from ..errors import ConfigError, InputError
-from ..models import ModelTable
-from .store import now, open_store, store_path
-from .types import Alias
+from . import STORE_FILE
+
+if TYPE_CHECKING:  # the client imports this module: what it needs is imported only once an alias exists
+    from ..config import Settings
+    from ..models import ModelTable
+    from .types import Alias
 
 __all__ = ["set_alias", "remove_alias", "list_aliases", "resolve", "apply"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-def _row(row: sqlite3.Row | tuple) -> Alias:
+def _row(row: Any) -> Alias:
+    from .types import Alias
+
     name, model, backend, base, input_price, output_price, retires, created = tuple(row)
     return Alias(name=name, model=model, backend=backend, base_model=base, input_price=input_price,
                  output_price=output_price, retires=date.fromisoformat(retires) if retires else None,
@@ -38,9 +42,11 @@ def resolve(name: str, data_dir: Path | str) -> Alias | None:
     """The alias called ``name``, or None (also when no alias store exists yet)."""
     if not name or not _NAME.fullmatch(name):
         return None
-    path = store_path(data_dir)
+    path = Path(data_dir) / STORE_FILE
     if not path.is_file():
         return None
+    import sqlite3
+
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
@@ -92,10 +98,14 @@ def set_alias(name: str, model: str, *, data_dir: Path | str, models_file: Path 
     if not _NAME.fullmatch(name):
         raise InputError(f"alias {name!r}: use letters, digits, '.', '_' and '-' (at most 64), starting with "
                          "a letter or digit")
+    from ..models import ModelTable
+
     table = ModelTable.cached(models_file)
     if table.lookup(name).known:
         raise InputError(f"{name!r} is already a model name; pick another alias")
     stored, backend, base, input_price, output_price, retires = _describe(model, table)
+    from .store import now, open_store
+
     with open_store(data_dir) as db:
         db.execute(
             "INSERT INTO aliases (name, model, backend, base_model, input_price, output_price, retires, created) "
@@ -111,16 +121,20 @@ def set_alias(name: str, model: str, *, data_dir: Path | str, models_file: Path 
 
 def remove_alias(name: str, *, data_dir: Path | str) -> bool:
     """Forget ``name``; False when there was no such alias."""
-    if not store_path(data_dir).is_file():
+    if not (Path(data_dir) / STORE_FILE).is_file():
         return False
+    from .store import open_store
+
     with open_store(data_dir) as db, db.transaction() as conn:
         gone = conn.execute("DELETE FROM aliases WHERE name = ?", (name,)).rowcount
     return bool(gone)
 
 
 def list_aliases(*, data_dir: Path | str) -> list[Alias]:
-    if not store_path(data_dir).is_file():
+    if not (Path(data_dir) / STORE_FILE).is_file():
         return []
+    from .store import open_store
+
     with open_store(data_dir) as db:
         rows = db.execute("SELECT name, model, backend, base_model, input_price, output_price, retires, created "
                           "FROM aliases ORDER BY name")

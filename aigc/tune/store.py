@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..db import Database, Migrations
+from . import STORE_FILE
 
 __all__ = ["open_store", "store_path", "now", "MIGRATIONS"]
 
-FILE = "tune.db"
+FILE = STORE_FILE
 
 MIGRATIONS = Migrations()
 MIGRATIONS.register(
