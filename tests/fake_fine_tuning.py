@@ -56,6 +56,7 @@ class FineTuning:
         self.allowed = True
         self.failure: dict[str, Any] | None = None  # {"code", "message", "param", "at": "validating"|"running"}
         self.moderation_terms: dict[str, str] = {}  # text -> the category it is flagged for
+        self.lost_create_answers = 0  # creations whose answer is then lost (the connection is cut)
         self.created_bodies: list[dict] = []
 
     # -- helpers
@@ -177,6 +178,14 @@ class FineTuning:
             self._event(job, time.time(), f"Created fine-tuning job: {job_id}")
             self._event(job, time.time(), f"Validating training file: {body['training_file']}")
             return copy.deepcopy(obj)
+
+    def lose_this_answer(self) -> bool:
+        """True (once per ``lost_create_answers``) when the job just created must not be answered."""
+        with self._lock:
+            if self.lost_create_answers > 0:
+                self.lost_create_answers -= 1
+                return True
+            return False
 
     def retrieve(self, job_id: str) -> dict[str, Any]:
         with self._lock:

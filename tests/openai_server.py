@@ -968,7 +968,8 @@ class FakeOpenAIServer:
     # -- fine-tuning jobs and moderation (the state lives in tests/fake_fine_tuning.py)
 
     def _ft_create(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
-        return _Answer(body=self.fine_tuning.create(_parse_json(raw)))
+        job = self.fine_tuning.create(_parse_json(raw))
+        return _Answer(drop=True) if self.fine_tuning.lose_this_answer() else _Answer(body=job)
 
     def _ft_list(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
         return _Answer(body=self.fine_tuning.list(headers["x-query-string"]))
