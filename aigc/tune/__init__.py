@@ -6,9 +6,9 @@
     job = aigc.tune.hosted("data.jsonl", model="gpt-4o-mini-2024-07-18", suffix="news")
     aigc.tune.set_alias("my-news", job.fine_tuned_model)               # then --model my-news anywhere
 
-The parts: :mod:`.data` (reading and format checks), :mod:`.validate`, :mod:`.build` (training files from
-pairs or a batch job), :mod:`.local` with :mod:`.training`, :mod:`.encode`, :mod:`.chat_templates`,
-:mod:`.checkpoints`, :mod:`.card` and :mod:`.base`; :mod:`.hosted` with :mod:`.openai_api` and
+The parts: :mod:`.data` (reading and format checks), :mod:`.validation`, :mod:`.build` (training files from
+pairs or a batch job), :mod:`.local_training` with :mod:`.training`, :mod:`.encode`, :mod:`.chat_templates`,
+:mod:`.checkpoints`, :mod:`.card` and :mod:`.base`; :mod:`.hosted_jobs` with :mod:`.openai_api` and
 :mod:`.journal`; :mod:`.aliases`. Importing this package is cheap: torch, transformers, peft and the openai
 SDK are imported by the functions that use them. See docs/tune.md.
 """
@@ -23,8 +23,8 @@ STORE_FILE = "tune.db"  # in the user data dir: the journal of runs and the alia
 # name -> the module that defines it; loaded on first use, so importing aigc.tune (and aigc.tune.aliases,
 # which the client uses on every construction) stays cheap.
 _LAZY = {
-    "validate": "validate", "default_epochs": "validate", "local": "local",
-    "hosted": "hosted", "status": "hosted", "cancel": "hosted", "list_runs": "hosted",
+    "validate": "validation", "default_epochs": "validation", "local": "local_training",
+    "hosted": "hosted_jobs", "status": "hosted_jobs", "cancel": "hosted_jobs", "list_runs": "hosted_jobs",
     "from_pairs": "build", "from_job": "build", "write_examples": "build", "BuildResult": "build",
     "set_alias": "aliases", "remove_alias": "aliases", "list_aliases": "aliases", "resolve": "aliases",
     "apply_alias": "aliases",

@@ -40,7 +40,7 @@ def validate_cmd(
     tokenizer = None
     if show_labels:
         from ...models import ModelTable
-        from ...tune.validate import resolve_target
+        from ...tune.validation import resolve_target
 
         if resolve_target(model, ModelTable.cached(settings.models_file))[0] == "local":
             from ...tune.base import check_installed, load_tokenizer, resolve_base

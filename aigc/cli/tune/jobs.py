@@ -15,10 +15,11 @@ RefArg = Annotated[str, typer.Argument(help="A run id, job id (ftjob-...), ft: m
                                        show_default=False)]
 
 
-def _event_printer(stream=sys.stderr):
+def _event_printer():
     last_state: dict[str, str] = {}
 
     def show(job, event) -> None:
+        stream = sys.stderr
         stamp = time.strftime("%H:%M:%S")
         if event is not None:
             when = time.strftime("%H:%M:%S", time.localtime(event.created_at))
@@ -68,6 +69,8 @@ def openai_cmd(
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     max_cost: Annotated[float | None, typer.Option("--max-cost", min=0, help="Refuse (before uploading) when "
                                                    "the estimated training cost is over this (USD).")] = None,
+    moderate: Annotated[bool, typer.Option("--moderate", help="Run every example through the moderation "
+                                           "endpoint first.")] = False,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job to its end.")] = True,
     again: Annotated[bool, typer.Option("--again", help="Start a new job even if this data and model were "
                                         "tuned before.")] = False,
@@ -91,7 +94,7 @@ def openai_cmd(
     try:
         job = hosted(data, model=model, suffix=suffix, epochs=epochs, seed=seed,
                      learning_rate_multiplier=learning_rate_multiplier, batch_size=batch_size,
-                     max_cost_usd=max_cost, wait=wait, again=again, poll_interval=poll,
+                     max_cost_usd=max_cost, moderate=moderate, wait=wait, again=again, poll_interval=poll,
                      progress=None if as_json else _event_printer(), settings=settings)
     except TrainingDataInvalid as e:
         refuse_data(e)

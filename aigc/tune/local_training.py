@@ -30,7 +30,7 @@ from .card import read_card, write_card
 from .checkpoints import latest_complete, remove_incomplete
 from .data import file_sha256, read_examples
 from .types import LocalResult, TrainingDataInvalid, TrainProgress
-from .validate import default_epochs, default_max_length, validate
+from .validation import default_epochs, default_max_length, validate
 
 __all__ = ["local", "run_dir_for"]
 

@@ -28,7 +28,7 @@ from .data import file_sha256
 from .journal import TERMINAL, Journal
 from .openai_api import FineTuningAPI
 from .types import HostedEvent, HostedJob, TrainingDataInvalid
-from .validate import validate
+from .validation import validate
 
 __all__ = ["hosted", "status", "cancel", "list_runs", "Follower"]
 
@@ -50,6 +50,7 @@ def hosted(
     batch_size: int | None = None,
     max_cost_usd: float | None = None,
     budget: Budget | None = None,
+    moderate: bool = False,
     wait: bool = True,
     again: bool = False,
     poll_interval: float = 10.0,
@@ -61,11 +62,14 @@ def hosted(
     """Fine-tune ``model`` at OpenAI on ``data``; return the run as the journal records it.
 
     Running the same call again continues an unfinished run (``reattached=True``) or returns a finished one;
-    ``again=True`` starts a new job anyway. ``wait=False`` returns once the job is created.
+    ``again=True`` starts a new job anyway. ``wait=False`` returns once the job is created. ``moderate=True``
+    runs every example through the moderation endpoint first (the service refuses flagged files).
     """
     settings = settings or load_settings()
     path = Path(data)
-    report = validate(path, model=model, epochs=epochs, settings=settings)
+    api = api or FineTuningAPI.from_settings(settings)
+    report = validate(path, model=model, epochs=epochs, settings=settings, moderate=moderate,
+                      moderation=api.moderate)
     if report.target != "openai":
         raise ConfigError(f"{model!r} is not a hosted model the model table knows; for a local model use "
                           "aigc tune local, or add the model to a models_file")
@@ -75,7 +79,6 @@ def hosted(
                                ("batch_size", batch_size)) if v is not None}
     digest = file_sha256(path)
     key = _key(data=digest, model=model, suffix=suffix, hyper=hyper, seed=seed, where=settings.base_url)
-    api = api or FineTuningAPI.from_settings(settings)
     with Journal(settings.data_dir) as journal:
         prior = None if again else journal.latest(key)
         if prior is not None and prior.state not in ("failed", "cancelled"):
