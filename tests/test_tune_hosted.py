@@ -164,9 +164,14 @@ def test_the_budget_stops_it_before_anything_is_uploaded(server, data, capsys, t
     with pytest.raises(BudgetExceeded):
         aigc.tune.hosted(data, model=MODEL, budget=aigc.Budget(max_cost_usd=0.005))
     assert server.requests == [] and aigc.tune.list_runs() == []
-    assert run("tune", "openai", str(data), "--model", MODEL, "--max-cost", "1", "--poll", "0.05",
+    budget = aigc.Budget(max_cost_usd=1.0)
+    job = aigc.tune.hosted(data, model=MODEL, budget=budget, poll_interval=0.05)
+    assert job.state == "succeeded" and budget.spent_usd == pytest.approx(job.cost_usd)
+    assert budget.reserved_usd == 0  # the estimate was replaced by what the job cost
+    assert run("tune", "openai", str(data), "--model", MODEL, "--max-cost", "1", "--poll", "0.05", "--again",
                "--json") == 0
     assert json.loads(capsys.readouterr().out)["state"] == "succeeded"
+    assert len(server.fine_tuning.jobs) == 2
 
 
 def test_status_list_and_cancel(server, data, capsys):

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..budget import Budget
+from ..budget import Budget, Reservation
 from ..config import Settings, load_settings
 from ..errors import BudgetExceeded, ConfigError, InputError
 from ..models import ModelTable
@@ -79,12 +79,14 @@ def hosted(
                                ("batch_size", batch_size)) if v is not None}
     digest = file_sha256(path)
     key = _key(data=digest, model=model, suffix=suffix, hyper=hyper, seed=seed, where=settings.base_url)
+    reservation = None
     with Journal(settings.data_dir) as journal:
         prior = None if again else journal.latest(key)
         if prior is not None and prior.state not in ("failed", "cancelled"):
             job = prior.model_copy(update={"reattached": True})
         else:
-            _check_budget(report.estimated_cost_usd, report.training_tokens, max_cost_usd, budget, settings, model)
+            reservation = _check_budget(report.estimated_cost_usd, report.training_tokens, max_cost_usd, budget,
+                                        settings, model)
             job = journal.begin(key=key, provider="openai", where=settings.base_url, model=model, suffix=suffix,
                                 data_path=str(path.resolve()), data_sha256=digest, epochs=report.epochs,
                                 estimated_tokens=report.training_tokens,
@@ -98,14 +100,21 @@ def hosted(
             params["suffix"] = suffix
         if seed is not None:
             params["seed"] = seed
-        job = follower.start(job, path, params)
-        if wait:
-            job = follower.follow(job)
+        try:
+            job = follower.start(job, path, params)
+            if wait:
+                job = follower.follow(job)
+        finally:
+            if reservation is not None and budget is not None:
+                if job.terminal:  # what the job actually cost replaces the estimate
+                    budget.commit(reservation, job.trained_tokens or 0, job.cost_usd)
+                else:
+                    budget.release(reservation)
         return job
 
 
 def _check_budget(estimate: float | None, tokens: int, max_cost_usd: float | None, budget: Budget | None,
-                  settings: Settings, model: str) -> None:
+                  settings: Settings, model: str) -> Reservation | None:
     """BudgetExceeded before anything is uploaded when the estimated training cost could pass a cap."""
     cap = max_cost_usd if max_cost_usd is not None else settings.budget_usd
     if cap is not None:
@@ -117,7 +126,8 @@ def _check_budget(estimate: float | None, tokens: int, max_cost_usd: float | Non
                                  f"over the budget of ${cap:g}; nothing was uploaded", needed_tokens=tokens,
                                  needed_usd=estimate)
     if budget is not None:
-        budget.reserve(tokens, estimate)  # raises BudgetExceeded; the caller's budget now holds the estimate
+        return budget.reserve(tokens, estimate)  # raises BudgetExceeded
+    return None
 
 
 class Follower:
