@@ -17,7 +17,7 @@ from ..backends.local import models as local_models
 from ..errors import BackendUnavailable
 
 __all__ = ["Base", "resolve_base", "check_installed", "load_tokenizer", "load_model", "end_ids", "choose_pad",
-           "INSTALL_HINT", "DEFAULT_MODEL"]
+           "quiet", "INSTALL_HINT", "DEFAULT_MODEL"]
 
 INSTALL_HINT = "pip install 'aigc-toolkit[tune]'"
 DEFAULT_MODEL = local_models.DEFAULT_MODEL
@@ -53,6 +53,9 @@ def resolve_base(model: str | None, cache_dir: Path) -> Base:
         stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file()]
         return Base(spec.name, str(folder), hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16])
     return Base(spec.name, spec.location, spec.location)
+
+
+quiet = local_models.quiet_progress  # keeps transformers' own progress bars off stderr (the library never prints)
 
 
 def load_tokenizer(base: Base) -> Any:

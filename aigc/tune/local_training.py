@@ -214,10 +214,26 @@ def _run_state(run_dir: Path, fingerprint: str, restart: bool) -> dict[str, Any]
 def _save(net: Any, tokenizer: Any, method: str, run_dir: Path, out: Path, card: dict[str, Any],
           overwrite: bool) -> None:
     """Write the result into a temporary folder, then rename it into place."""
-    import torch
+    from .base import quiet
 
     tmp = run_dir / "result.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
+    with quiet():
+        _write(net, tokenizer, method, tmp)
+    write_card(tmp, card)
+    trash = run_dir / "previous.tmp"
+    shutil.rmtree(trash, ignore_errors=True)
+    if out.exists():
+        if not overwrite:
+            raise InputError(f"{out} appeared while training; choose another -o")
+        os.replace(out, trash)
+    os.replace(tmp, out)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _write(net: Any, tokenizer: Any, method: str, tmp: Path) -> None:
+    import torch
+
     if method == "lora":
         net.save_pretrained(str(tmp / "adapter"))
         dtype = next(p for n, p in net.named_parameters() if "lora_" not in n).dtype
@@ -228,15 +244,6 @@ def _save(net: Any, tokenizer: Any, method: str, run_dir: Path, out: Path, card:
     net.save_pretrained(str(tmp), safe_serialization=True)
     net.generation_config.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
-    write_card(tmp, card)
-    trash = run_dir / "previous.tmp"
-    shutil.rmtree(trash, ignore_errors=True)
-    if out.exists():
-        if not overwrite:
-            raise InputError(f"{out} appeared while training; choose another -o")
-        os.replace(out, trash)
-    os.replace(tmp, out)
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _journal(settings: Settings, result: LocalResult, fingerprint: str, data_path: str) -> None:
