@@ -255,3 +255,16 @@ def test_show_labels_for_a_hosted_model_shows_messages(server, data, capsys):
     out = capsys.readouterr().out
     assert "[masked ] user: What color is the sky on a clear day?" in out
     assert "[TRAINED] assistant: Beep boop! Blue." in out
+
+
+def test_bad_data_is_listed_line_by_line_and_nothing_is_sent(server, tmp_path, capsys):
+    lines = DATA.read_text(encoding="utf-8").splitlines()
+    lines[2] = '{"messages": [{"role": "user", "content": "no reply"}]}'
+    lines[9] = "{not json"
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert run("tune", "openai", str(path), "--model", MODEL) == 2
+    err = capsys.readouterr().err
+    assert "2 problem(s) stop training" in err
+    assert "line 3: error: no assistant message" in err and "line 10: error: not valid JSON" in err
+    assert server.requests == []

@@ -1,17 +1,16 @@
 """The one link between ``aigc tune local --eval SUITE.toml`` and ``aigc eval`` (built apart from tune).
 
-After training, the suite runs on the base model and on the tuned folder as two candidates, and the paired
-result goes into the model card. The contract asked of :mod:`aigc.eval` is one function::
-
-    aigc.eval.compare_candidates(suite: Path, candidates: dict[str, dict], *, settings) -> dict
-
-with candidates ``{"base": {"backend": "local", "model": ...}, "tuned": {...}}``, returning a JSON-ready
-summary (metrics per candidate and the paired test). Until that exists, ``--eval`` is refused before any
-training starts, with a message saying so: nothing is pretended.
+After training, the suite runs with two candidates made from its first one (same task or template, vars and
+parameters): the base model and the tuned folder, both on the local backend, the base as the baseline. The
+paired part of the eval report (scores per candidate, and the comparisons with their paired tests) goes into
+the model card. This uses aigc eval's public API, ``load_suite`` and ``Evaluation``; where the installed aigc
+has no ``aigc.eval``, ``--eval`` is refused before training starts, with a message saying so.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import importlib
 import importlib.util
 from pathlib import Path
@@ -22,15 +21,15 @@ from ..errors import BackendUnavailable, InputError
 
 __all__ = ["check_suite", "compare"]
 
-_NEEDS = ("--eval needs aigc eval's compare_candidates(), which this aigc does not have yet; drop --eval and "
-          "run the eval suite on the result yourself when it is available")
+_NEEDS = ("--eval needs aigc eval (aigc.eval.load_suite and Evaluation), which this aigc does not have; drop "
+          "--eval and run your eval suite on the result when it is available")
 
 
 def _module() -> Any:
     if importlib.util.find_spec("aigc.eval") is None:
         raise BackendUnavailable(_NEEDS)
     module = importlib.import_module("aigc.eval")
-    if not callable(getattr(module, "compare_candidates", None)):
+    if not (callable(getattr(module, "load_suite", None)) and callable(getattr(module, "Evaluation", None))):
         raise BackendUnavailable(_NEEDS)
     return module
 
@@ -39,11 +38,17 @@ def check_suite(suite: str | Path) -> None:
     """Fail before training when the suite cannot be run afterwards."""
     if not Path(suite).is_file():
         raise InputError(f"{suite}: no such eval suite file")
-    _module()
+    _module().load_suite(suite)  # a broken suite is reported now, not after an hour of training
 
 
 def compare(suite: str | Path, *, base: str, tuned: str, settings: Settings) -> dict[str, Any]:
-    """The suite's result for the base model and the tuned folder, paired."""
-    candidates = {"base": {"backend": "local", "model": base}, "tuned": {"backend": "local", "model": tuned}}
-    result = _module().compare_candidates(Path(suite), candidates, settings=settings)
-    return {"suite": str(suite), **dict(result)}
+    """The suite run on the base model and on the tuned folder; the report's paired summary."""
+    module = _module()
+    loaded = module.load_suite(suite)
+    model = loaded.candidates[0]
+    candidates = [dataclasses.replace(model, name=name, backend="local", model=where, base_url=None)
+                  for name, where in (("base", base), ("tuned", tuned))]
+    loaded = dataclasses.replace(loaded, candidates=candidates, baseline="base")
+    report = asyncio.run(module.Evaluation(loaded).run())
+    return {"suite": str(suite), "candidates": report.get("candidates", []),
+            "comparisons": report.get("comparisons", []), "report_path": report.get("report_path")}
