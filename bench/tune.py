@@ -72,7 +72,7 @@ def run_raw(args) -> dict:
         out = tokenizer.apply_chat_template(row["messages"], chat_template=template, tokenize=True,
                                             return_dict=True, return_assistant_tokens_mask=True)
         ids = list(out["input_ids"])
-        features.append({"input_ids": ids, "labels": [t if m else -100 for t, m in zip(ids, out["assistant_masks"])]})
+        features.append({"input_ids": ids, "labels": [t if m else -100 for t, m in zip(ids, out["assistant_masks"], strict=True)]})
     features = features[: len(features) - max(1, round(len(features) * 0.1))]  # the same share held out
     pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
 
