@@ -115,6 +115,7 @@ def test_it_loads_with_backend_local_and_by_alias(tuned, capsys, monkeypatch):
     assert run("ask", "What color is snow?", "--backend", "local", "--model", result.output, "--max-tokens", "12") == 0
     assert capsys.readouterr().out.strip()
     assert run("tune", "alias", "beep-local", result.output) == 0
+    assert "beep-local" in capsys.readouterr().out
     assert run("ask", "What color is snow?", "--model", "beep-local", "--max-tokens", "12", "--json") == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["backend"] == "local" and answer["model"] == result.output
