@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 # torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+# A second, minimal environment (aigc and the test tools only) for the fast tests: they must not need extras.
+VENV_DEV ?= .venv-dev
 
 .PHONY: install demo test test-fast lint bench clean
 
@@ -26,8 +28,15 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-test-fast: install
-	$(PY) -m pytest -q -m "not local"
+$(VENV_DEV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_DEV)
+	$(VENV_DEV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_DEV)/bin/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+## Tests that need neither the local extra nor much time, in an environment with only `.[dev]` installed.
+test-fast: $(VENV_DEV)/.installed
+	$(VENV_DEV)/bin/python -m pytest -q -m "not local and not slow"
 
 lint: install
 	$(VENV)/bin/ruff check aigc tests bench
@@ -40,4 +49,4 @@ bench: install
 	$(PY) bench/tune.py
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache
+	rm -rf $(VENV) $(VENV_DEV) .cache .pytest_cache

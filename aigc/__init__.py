@@ -1,50 +1,29 @@
 """aigc: summaries, translations, news drafts and answers from language models.
 
-    from aigc import summarize, translate, answer, write_news
+    from aigc import summarize, translate, answer, news
     print(summarize(article, length="3 sentences"))
 
 The module-level functions use a default :class:`Client` built from configuration (see
 :mod:`aigc.config`); :func:`configure` replaces it. ``Client``/``AsyncClient`` give full control.
+Names are imported when first used, so ``import aigc`` (and the ``aigc`` command) stay light.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .backends.base import Backend, BaseBackend, register_backend
-from .backends.fake import FakeBackend
-from .client import AsyncClient, AsyncTextStream, Client, TextStream
-from .config import Settings, load_settings
-from .errors import (
-    AigcError,
-    AuthenticationFailed,
-    BackendError,
-    BackendUnavailable,
-    BadRequest,
-    BudgetExceeded,
-    ConfigError,
-    ConnectionFailed,
-    ContextLengthExceeded,
-    InputError,
-    ModelNotFound,
-    OutputInvalid,
-    PermissionDenied,
-    QuotaExhausted,
-    RateLimited,
-    RequestTimeout,
-    ServerError,
-    TemplateError,
-    TemplateVariableMissing,
-    TransientError,
-)
-from .retry import RetryPolicy
-from .types import ChatRequest, Completion, Message, Result, StreamDelta, Usage
+if TYPE_CHECKING:
+    from .client import Client
+    from .streams import TextStream
+    from .types import Result
 
 __all__ = [
-    "summarize", "translate", "answer", "write_news", "generate", "configure", "get_client",
+    "summarize", "translate", "answer", "news", "write_news", "chat", "generate", "configure", "get_client",
     "Client", "AsyncClient", "TextStream", "AsyncTextStream", "Result", "Usage", "Message",
     "ChatRequest", "Completion", "StreamDelta", "Settings", "load_settings", "RetryPolicy", "Budget",
+    "RateGate", "Accounting", "Task", "Param", "register_task", "get_task",
     "Backend", "BaseBackend", "FakeBackend", "register_backend",
     "AigcError", "ConfigError", "BackendUnavailable", "InputError", "TemplateError",
     "TemplateVariableMissing", "BudgetExceeded", "OutputInvalid", "BackendError", "TransientError",
@@ -52,20 +31,38 @@ __all__ = [
     "AuthenticationFailed", "PermissionDenied", "ModelNotFound", "BadRequest", "ContextLengthExceeded",
 ]
 
+# Where each public name lives.
+_HOMES = {
+    "Client": "client", "AsyncClient": "client", "TextStream": "streams", "AsyncTextStream": "streams",
+    "Result": "types", "Usage": "types", "Message": "types", "ChatRequest": "types", "Completion": "types",
+    "StreamDelta": "types", "Settings": "config", "load_settings": "config", "RetryPolicy": "retry",
+    "Budget": "budget", "RateGate": "ratelimit", "Accounting": "accounting", "Task": "tasks", "Param": "tasks",
+    "register_task": "tasks", "get_task": "tasks", "Backend": "backends.base", "BaseBackend": "backends.base",
+    "register_backend": "backends.base", "FakeBackend": "backends.fake",
+    **{name: "errors" for name in __all__[__all__.index("AigcError"):]},
+}
+
 _default: Client | None = None
 _lock = threading.Lock()
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Budget":  # keeps `import aigc` light; Budget lives in aigc.budget
-        from .budget import Budget
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'aigc' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
 
-        return Budget
-    raise AttributeError(f"module 'aigc' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def configure(**settings: Any) -> Client:
     """Replace the default client used by the module-level functions (same arguments as Client)."""
+    from .client import Client
+
     global _default
     with _lock:
         old, _default = _default, Client(**settings)
@@ -76,6 +73,8 @@ def configure(**settings: Any) -> Client:
 
 def get_client() -> Client:
     """The default client, built from configuration on first use."""
+    from .client import Client
+
     global _default
     with _lock:
         if _default is None:
@@ -98,11 +97,19 @@ def answer(question: str, **kw: Any) -> Result | TextStream:
     return get_client().answer(question, **kw)
 
 
-def write_news(facts: str, **kw: Any) -> Result | TextStream:
+def news(facts: str, **kw: Any) -> Result | TextStream:
     """Write a news article from ``facts`` (``style=``, ``length=``)."""
-    return get_client().write_news(facts, **kw)
+    return get_client().news(facts, **kw)
+
+
+write_news = news
+
+
+def chat(messages: list[Any], **kw: Any) -> Result | TextStream:
+    """Send chat messages as they are: ``chat([{"role": "user", "content": "Hi"}])``."""
+    return get_client().chat(messages, **kw)
 
 
 def generate(template: str, variables: dict[str, Any] | None = None, **kw: Any) -> Result | TextStream:
-    """Render a template (built-in or your own) and send it: ``generate("news", facts=..., style=...)``."""
+    """Render a template (built-in or yours) and send it: ``generate("news", facts=..., style=...)``."""
     return get_client().generate(template, variables, **kw)

@@ -58,16 +58,19 @@ class Budget:
 
     def __init__(
         self,
-        max_tokens: int | None = None,
+        max_total_tokens: int | None = None,
         max_cost_usd: float | None = None,
         *,
         allow_unknown_prices: bool = False,
+        max_tokens: int | None = None,
     ) -> None:
-        if max_tokens is not None and max_tokens < 0:
-            raise ValueError("max_tokens must be zero or more")
+        if max_total_tokens is None:
+            max_total_tokens = max_tokens  # its earlier name
+        if max_total_tokens is not None and max_total_tokens < 0:
+            raise ValueError("max_total_tokens must be zero or more")
         if max_cost_usd is not None and max_cost_usd < 0:
             raise ValueError("max_cost_usd must be zero or more")
-        self.max_tokens = max_tokens
+        self.max_total_tokens = max_total_tokens
         self.max_cost_usd = max_cost_usd
         self.allow_unknown_prices = allow_unknown_prices
         self._lock = threading.Lock()
@@ -89,14 +92,14 @@ class Budget:
         if tokens < 0 or (cost_usd is not None and cost_usd < 0):
             raise ValueError("a reservation cannot be negative")
         with self._lock:
-            if self.max_tokens is not None:
-                left = self.max_tokens - self._spent_tokens - self._reserved_tokens()
+            if self.max_total_tokens is not None:
+                left = self.max_total_tokens - self._spent_tokens - self._reserved_tokens()
                 if tokens > left:
                     raise BudgetExceeded(
                         f"this request could use up to {tokens:,} tokens but only {max(left, 0):,} of the "
-                        f"{self.max_tokens:,}-token cap are left ({self._spent_tokens:,} spent, "
+                        f"{self.max_total_tokens:,}-token cap are left ({self._spent_tokens:,} spent, "
                         f"{self._reserved_tokens():,} held by requests in flight); nothing was sent. "
-                        "Raise the token budget (--max-total-tokens, or Budget(max_tokens=...)), or "
+                        "Raise the token budget (--max-total-tokens, or Budget(max_total_tokens=...)), or "
                         "shorten the input or lower --max-tokens",
                         needed_tokens=tokens,
                         needed_usd=cost_usd,
@@ -158,6 +161,11 @@ class Budget:
         return math.fsum(r.cost_usd for r in self._open.values() if r.cost_usd is not None)
 
     @property
+    def max_tokens(self) -> int | None:
+        """The token cap under its earlier name."""
+        return self.max_total_tokens
+
+    @property
     def spent_tokens(self) -> int:
         return self._spent_tokens
 
@@ -188,10 +196,10 @@ class Budget:
     @property
     def remaining_tokens(self) -> int | None:
         """Tokens a new reservation could still take; None without a token cap."""
-        if self.max_tokens is None:
+        if self.max_total_tokens is None:
             return None
         with self._lock:
-            return max(self.max_tokens - self._spent_tokens - self._reserved_tokens(), 0)
+            return max(self.max_total_tokens - self._spent_tokens - self._reserved_tokens(), 0)
 
     @property
     def remaining_usd(self) -> float | None:
@@ -203,7 +211,7 @@ class Budget:
 
     def __repr__(self) -> str:
         with self._lock:
-            tokens = f"{self._spent_tokens}" + (f"/{self.max_tokens}" if self.max_tokens is not None else "")
+            tokens = f"{self._spent_tokens}" + (f"/{self.max_total_tokens}" if self.max_total_tokens is not None else "")
             usd = f"{self._spent_usd:.6f}" + (f"/{self.max_cost_usd}" if self.max_cost_usd is not None else "")
             return (
                 f"Budget(tokens={tokens}, usd={usd}, reserved_tokens={self._reserved_tokens()}, "

@@ -1,83 +1,61 @@
-"""``Client`` and ``AsyncClient``: the four content tasks plus templates, on any backend."""
+"""``Client`` and ``AsyncClient``: every declared task, raw chat messages, templates and many inputs at once,
+on any backend.
+
+:class:`ClientBase` makes every decision (settings, collaborators, which flow a call needs); the two clients
+only run those flows, one blocking and one with ``await``. Their task methods are written once, here.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
-from . import longdoc
+from .accounting import Accounting
 from .backends.base import Backend, create_backend
-from .config import Settings, load_settings
+from .config import Settings, load_settings, updated
 from .engine import Engine
-from .errors import InputError
+from .errors import AigcError, InputError
 from .flows import Flow, single, structured
+from .longdoc import Estimate, Planner
 from .retry import RetryPolicy
+from .streams import AsyncTextStream, TextStream
+from .tasks import Task, find_task, get_task, task_for_template
 from .templates import TemplateLibrary
 from .tune.aliases import apply as apply_alias
-from .types import ChatRequest, Result
+from .types import ChatRequest, Message, Result
 
-_OPTIONS = ("model", "temperature", "max_tokens", "stream", "schema", "budget", "timeout", "seed")
+if TYPE_CHECKING:
+    from .budget import Budget
+    from .cache import ResponseCache
+    from .ratelimit import RateGate
 
+__all__ = ["Client", "AsyncClient", "ClientBase", "Call"]
 
-class TextStream:
-    """Text as it arrives: iterate it for the pieces; ``.result`` holds the full :class:`Result` afterwards."""
-
-    def __init__(self, pieces: Iterator[str | Result]) -> None:
-        self._pieces = pieces
-        self._result: Result | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        for piece in self._pieces:
-            if isinstance(piece, Result):
-                self._result = piece
-            else:
-                yield piece
-
-    @property
-    def result(self) -> Result:
-        if self._result is None:
-            for _ in self:
-                pass
-        assert self._result is not None
-        return self._result
-
-    @property
-    def text(self) -> str:
-        return self.result.text
+_SETTINGS = ("model", "temperature", "max_output_tokens", "max_tokens", "api_key", "base_url", "timeout",
+             "deadline", "max_attempts", "templates_dir", "ledger", "concurrency", "rpm", "tpm")
 
 
-class AsyncTextStream:
-    """Async twin of :class:`TextStream`: ``async for piece in stream``; then ``await stream.get_result()``."""
+@dataclass
+class Call:
+    """One task call, planned: its flow and the engine (with any per-call budget) that runs it."""
 
-    def __init__(self, pieces: AsyncIterator[str | Result]) -> None:
-        self._pieces = pieces
-        self._result: Result | None = None
-
-    async def __aiter__(self) -> AsyncIterator[str]:
-        async for piece in self._pieces:
-            if isinstance(piece, Result):
-                self._result = piece
-            else:
-                yield piece
-
-    async def get_result(self) -> Result:
-        if self._result is None:
-            async for _ in self:
-                pass
-        assert self._result is not None
-        return self._result
+    task: str
+    flow: Flow
+    engine: Engine
+    stream: bool = False
 
 
-class _ClientBase:
+class ClientBase:
+    """Settings, collaborators and planning, shared by :class:`Client` and :class:`AsyncClient`."""
+
     def __init__(
         self,
         backend: str | Backend | None = None,
         *,
         model: str | None = None,
         temperature: float | None = None,
+        max_output_tokens: int | None = None,
         max_tokens: int | None = None,
         api_key: str | None = None,
         base_url: str | None = None,
@@ -86,40 +64,65 @@ class _ClientBase:
         max_attempts: int | None = None,
         templates_dir: str | Path | None = None,
         retry: RetryPolicy | None = None,
-        budget: Any = None,
+        budget: Budget | None = None,
         ledger: bool | None = None,
-        concurrency: int = 4,
+        cache: bool | ResponseCache | None = None,
+        concurrency: int | None = None,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        gate: RateGate | None = None,
+        job: str | None = None,
         settings: Settings | None = None,
     ) -> None:
-        explicit = dict(model=model, temperature=temperature, max_tokens=max_tokens, api_key=api_key,
-                        base_url=base_url, timeout=timeout, deadline=deadline, max_attempts=max_attempts,
-                        templates_dir=templates_dir, ledger=ledger)
-        if isinstance(backend, str):
-            explicit["backend"] = backend
-        elif backend is not None:
-            explicit["backend"] = backend.name
-        if settings is not None:
-            settings = settings.model_copy(update={k: v for k, v in explicit.items() if v is not None})
-        self.settings = apply_alias(settings or load_settings(explicit))  # --model NAME of aigc tune alias
-        self.backend: Backend = backend if backend is not None and not isinstance(backend, str) \
-            else create_backend(self.settings)
-        self.templates = TemplateLibrary(self.settings.templates_dir)
-        policy = retry or RetryPolicy(max_attempts=self.settings.max_attempts, deadline=self.settings.deadline,
-                                      max_retry_after=self.settings.max_retry_after)
-        if budget is None and (self.settings.budget_tokens or self.settings.budget_usd):
+        explicit = dict(model=model, temperature=temperature, max_output_tokens=max_output_tokens,
+                        max_tokens=max_tokens, api_key=api_key, base_url=base_url, timeout=timeout,
+                        deadline=deadline, max_attempts=max_attempts, templates_dir=templates_dir, ledger=ledger,
+                        concurrency=concurrency, rpm=rpm, tpm=tpm)
+        if backend is not None:
+            explicit["backend"] = backend if isinstance(backend, str) else backend.name
+        self.settings = apply_alias(updated(settings, explicit) if settings is not None else load_settings(explicit))
+        s = self.settings
+        self.backend: Backend = create_backend(s) if backend is None or isinstance(backend, str) else backend
+        self.templates = TemplateLibrary(s.templates_dir)
+        self._owned: list[Any] = []  # what this client opened and closes
+        if gate is None and (s.rpm or s.tpm or self.backend.reports_limits):
+            from .ratelimit import RateGate
+
+            # Configured limits are a ceiling; the server's headers, where it sends them, are learned.
+            gate = RateGate(s.rpm, s.tpm, learn=self.backend.reports_limits)
+        if retry is None:
+            # Behind a rate gate every retry waits its turn too, so the first may come sooner.
+            paced = s.rpm or s.tpm
+            retry = RetryPolicy(max_attempts=s.max_attempts, deadline=s.deadline, max_retry_after=s.max_retry_after,
+                                **({"initial_backoff": 0.25, "jitter": 0.25} if paced else {}))
+        if budget is None and (s.max_total_tokens or s.max_cost_usd):
             from .budget import Budget
 
-            budget = Budget(max_tokens=self.settings.budget_tokens, max_cost_usd=self.settings.budget_usd)
+            budget = Budget(max_total_tokens=s.max_total_tokens, max_cost_usd=s.max_cost_usd)
         self.budget = budget
-        self.engine = Engine(self.backend, self.settings, policy, budgets=[budget] if budget else [],
-                             ledger=self._open_ledger(), concurrency=concurrency)
+        accounting = Accounting(backend=self.backend.name, base_url=s.base_url,
+                                budgets=(budget,) if budget is not None else (), ledger=self._open_ledger(),
+                                cache=self._open_cache(cache), gate=gate, job=job)
+        self.engine = Engine(self.backend, s, retry, accounting, concurrency=s.concurrency)
 
     def _open_ledger(self):
         if not self.settings.ledger:
             return None
         from .ledger import Ledger
 
-        return Ledger(self.settings.data_dir / "ledger.db", store_prompts=self.settings.ledger_prompts)
+        ledger = Ledger(self.settings.data_dir / "ledger.db", store_prompts=self.settings.ledger_prompts)
+        self._owned.append(ledger)
+        return ledger
+
+    def _open_cache(self, cache: bool | ResponseCache | None):
+        if cache is None or cache is False:
+            return None
+        if cache is True:
+            from .cache import ResponseCache
+
+            cache = ResponseCache.in_dir(self.settings.data_dir)
+            self._owned.append(cache)
+        return cache
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(backend={self.backend.name!r}, model={self.model!r})"
@@ -128,148 +131,234 @@ class _ClientBase:
     def model(self) -> str:
         return self.settings.model or self.backend.default_model
 
-    # -- planning: from a task call to a flow ---------------------------------------------------------
-    def build_request(self, template_name: str, variables: dict[str, Any], opts: dict[str, Any]) -> ChatRequest:
-        """The request a template renders to, with model and generation settings resolved (explicit option >
-        client settings > the template's defaults)."""
-        template = self.templates.get(template_name)
-        defaults = template.defaults
+    @property
+    def accounting(self) -> Accounting:
+        return self.engine.accounting
 
-        def pick(name: str) -> Any:
-            for value in (opts.get(name), getattr(self.settings, name, None), defaults.get(name)):
+    # -- from a call to a flow ------------------------------------------------------------------------
+    def task(self, name: str) -> Task:
+        """The declared task called ``name``, or the task a template of that name declares."""
+        task = find_task(name)
+        if task is not None:
+            return task
+        try:
+            return self.template_task(name)
+        except AigcError:
+            return get_task(name)  # the "unknown task" error
+
+    def template_task(self, name: str) -> Task:
+        """The task a template declares in its front matter (any template is one, see aigc.tasks)."""
+        loaded = self.templates.get(name)
+        return task_for_template(loaded.name, loaded.meta)
+
+    def build_request(self, task: Task | str, variables: dict[str, Any], opts: dict[str, Any],
+                      template: str | None = None) -> ChatRequest:
+        """The request a call renders to. Generation settings: the call's option > the client's settings >
+        the template's (or task's) defaults."""
+        task = self.task(task) if isinstance(task, str) else task
+        name = template or task.template
+        if name is None:
+            messages, defaults = as_messages(variables[task.input or "messages"]), task.defaults
+        else:
+            loaded = self.templates.get(name)
+            messages, defaults = loaded.render(**variables), loaded.defaults
+
+        def pick(key: str) -> Any:
+            for value in (opts.get(key), getattr(self.settings, key, None), defaults.get(key)):
                 if value is not None:
                     return value
             return None
 
-        return ChatRequest(
-            messages=template.render(**variables),
-            model=opts.get("model") or self.model,
-            temperature=pick("temperature"),
-            max_tokens=pick("max_tokens"),
-            seed=opts.get("seed"),
-            timeout=opts.get("timeout"),
-        )
+        return ChatRequest(messages=messages, model=opts.get("model") or self.model,
+                           temperature=pick("temperature"), max_output_tokens=pick("max_output_tokens"),
+                           top_p=pick("top_p"), stop=opts.get("stop"), seed=opts.get("seed"),
+                           timeout=opts.get("timeout"))
 
-    def flow(self, task: str, template_name: str, variables: dict[str, Any], opts: dict[str, Any],
-             long_input: str | None) -> Flow:
-        """The flow for one task call (see :mod:`aigc.flows`), for drivers such as batch jobs. The arguments
-        are what a :data:`TASK_SPECS` entry returns."""
-        unknown = set(opts) - set(_OPTIONS)
-        if unknown:
-            raise TypeError(f"unexpected option {sorted(unknown)[0]!r}")
-        if long_input is not None and not str(variables.get(long_input) or "").strip():
-            raise InputError(f"the {long_input} to {task} is empty")
-        request = self.build_request(template_name, variables, opts)
-        schema: type[BaseModel] | None = opts.get("schema")
-        if long_input is not None and not self._fits(request):
-            plan = longdoc.Planner(self, template_name, variables, opts)
-            return plan.flow(task, long_input)
+    def _builder(self, task: Task, opts: dict[str, Any]):
+        return lambda template, variables: self.build_request(task, variables, opts, template)
+
+    def flow(self, task: Task, variables: dict[str, Any], opts: dict[str, Any]) -> Flow:
+        """The flow for one call (see :mod:`aigc.flows`): one request, structured output, or the task's
+        long-input strategy when its input does not fit the window."""
+        request = self.build_request(task, variables, opts)
+        if task.input is not None and task.long_input is not None:
+            if task.reply_scale and request.max_output_tokens is None:
+                info = self.engine.model_info(request.model)
+                reply = int(task.reply_scale * self.backend.count_text(str(variables[task.input]), request.model))
+                request = request.model_copy(update={"max_output_tokens": min(info.max_output_tokens, reply + 64)})
+            if not self._fits(request):
+                return Planner(self.engine, self._builder(task, opts), task, variables,
+                               bool(opts.get("stream"))).flow()
+        schema = opts.get("schema")
         if schema is not None:
             return structured(request, schema, self.settings.max_reasks)
         return single(request)
 
     def _fits(self, request: ChatRequest) -> bool:
-        reply = request.max_tokens or min(1024, self.backend.max_output_tokens(request.model))
+        info = self.engine.model_info(request.model)
+        reply = request.max_output_tokens or self.engine.default_cap(info)
+        if reply > info.max_output_tokens:
+            return False
         if self.engine.surely_fits(request, reply):
             return True
-        prompt = self.backend.count_tokens(request.messages, request.model)
-        return prompt + reply <= self.backend.context_window(request.model)
+        return self.backend.count_tokens(request.messages, request.model) + reply <= info.context_window
 
-    def _engine(self, opts: dict[str, Any]) -> Engine:
-        extra = opts.get("budget")
-        return self.engine.with_budget(extra) if extra is not None else self.engine
+    def call(self, task: str | Task, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Call:
+        """Plan a call of ``task`` with these arguments (checked against its declaration)."""
+        task = task if isinstance(task, Task) else self.task(task)
+        variables, opts = task.bind(args, kwargs or {})
+        return self.prepare(task, variables, opts)
 
-    # -- public helpers -----------------------------------------------------------------------------
+    def prepare(self, task: Task, variables: dict[str, Any], opts: dict[str, Any]) -> Call:
+        """Plan a call from checked variables and options (as :meth:`call` does after binding arguments)."""
+        budget = opts.get("budget")
+        engine = self.engine.with_budget(budget) if budget is not None else self.engine
+        return Call(task.name, self.flow(task, variables, opts), engine, bool(opts.get("stream")))
+
+    def template_call(self, template: str, variables: dict[str, Any] | None, kw: dict[str, Any]) -> Call:
+        """Plan a call of a template with any variables (keyword options such as ``model`` are taken out)."""
+        from .tasks import OPTIONS
+
+        task = self.template_task(template)
+        opts = {("max_output_tokens" if k == "max_tokens" else k): kw.pop(k)
+                for k in list(kw) if k in OPTIONS or k == "max_tokens"}
+        values = task.check({**(variables or {}), **kw})
+        return self.prepare(task, values, {k: v for k, v in opts.items() if v is not None})
+
+    # -- the task methods, written once for both clients ------------------------------------------------
+    def run(self, task: str, *args: Any, **kw: Any):
+        """Run any declared task (or a template that declares one) by name: ``client.run("headline", text)``."""
+        return self.run_call(self.call(task, args, kw))
+
+    def summarize(self, text: str, **kw: Any):
+        """Summarize ``text`` (``length="3 sentences"``, ``language``, ``focus``); long texts map-reduce."""
+        return self.run_call(self.call("summarize", (text,), kw))
+
+    def translate(self, text: str, *, to: str, **kw: Any):
+        """Translate ``text`` into ``to`` (``source`` optional, else detected); formatting is kept."""
+        return self.run_call(self.call("translate", (text,), {"to": to, **kw}))
+
+    def answer(self, question: str, **kw: Any):
+        """Answer ``question``, from ``context`` when given (long contexts: the most relevant parts)."""
+        return self.run_call(self.call("answer", (question,), kw))
+
+    def news(self, facts: str, **kw: Any):
+        """A news article from ``facts`` (``style``, ``length``, ``headline``, ``audience``)."""
+        return self.run_call(self.call("news", (facts,), kw))
+
+    write_news = news
+
+    def chat(self, messages: list[dict[str, Any]] | list[Message], **kw: Any):
+        """Send chat messages as they are (``[{"role": "user", "content": "..."}]``), with the same retries,
+        accounting, budget and structured output (``schema=``) as every task."""
+        return self.run_call(self.call("chat", (messages,), kw))
+
+    def generate(self, template: str, variables: dict[str, Any] | None = None, **kw: Any):
+        """Render ``template`` (built-in or yours) with ``variables``/keyword variables and send it."""
+        return self.run_call(self.template_call(template, variables, dict(kw)))
+
+    def map(self, task: str, items: list[Any], *, return_exceptions: bool = True, **kw: Any):
+        """Run ``task`` over many inputs (an item is the first argument, or a dict of arguments); concurrent
+        on hosted backends, batched on local ones. Every item gets its place in the list: a Result, or the
+        error that ended it (``return_exceptions=False``: the first error is raised once every item has
+        finished, with the whole list as its ``results``)."""
+        calls: list[Call | AigcError] = []
+        for item in items:
+            args, extra = ((), item) if isinstance(item, dict) else ((item,), {})
+            try:
+                calls.append(self.call(task, args, {**kw, **extra}))
+            except AigcError as e:  # an unusable item fails in its place; the others still run
+                calls.append(e)
+        return self._map(calls, return_exceptions)
+
+    @staticmethod
+    def _runnable(calls: list[Call | AigcError]) -> list[Call]:
+        return [c for c in calls if isinstance(c, Call)]
+
+    @staticmethod
+    def _outcomes(calls: list[Call | AigcError], ran: list[Any], return_exceptions: bool) -> list[Any]:
+        """Each item's result (or error) in its place; see :meth:`map`."""
+        done = iter(ran)
+        results = [next(done) if isinstance(c, Call) else c for c in calls]
+        if not return_exceptions:
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:
+                failed.results = results  # type: ignore[attr-defined]  (finished work is not lost)
+                raise failed
+        return results
+
+    def __getattr__(self, name: str):
+        if not name.startswith("_") and find_task(name) is not None:
+            return lambda *args, **kw: self.run_call(self.call(name, args, kw))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # -- planning without sending -----------------------------------------------------------------------
+    def plan(self, task: str, *args: Any, batch: bool = False, **kwargs: Any) -> Estimate:
+        """What a task call would send, without sending anything (for --dry-run); ``batch``: Batch API prices."""
+        if task == "generate":
+            call_task = self.template_task(args[0])
+            variables, opts = call_task.check({**(args[1] if len(args) > 1 and args[1] else {}), **kwargs}), {}
+        else:
+            call_task = self.task(task)
+            variables, opts = call_task.bind(args, kwargs)
+        request = self.build_request(call_task, variables, opts)
+        return Planner(self.engine, self._builder(call_task, opts), call_task, variables).estimate(request,
+                                                                                                   batch=batch)
+
     def count_tokens(self, text: str, model: str | None = None) -> int:
         return self.backend.count_text(text, model or self.model)
 
     def context_window(self, model: str | None = None) -> int:
-        return self.backend.context_window(model or self.model)
+        return self.engine.model_info(model or self.model).context_window
 
-    def plan(self, task: str, *args: Any, **kwargs: Any) -> longdoc.Estimate:
-        """What a task call would send, without sending anything (for --dry-run)."""
-        template_name, variables, long_input, opts = TASK_SPECS[task](*args, **kwargs)
-        request = self.build_request(template_name, variables, opts)
-        return longdoc.Planner(self, template_name, variables, opts).estimate(task, request, long_input)
+    def run_call(self, call: Call):  # pragma: no cover - each client defines it
+        raise NotImplementedError
 
-
-def _summarize(text: str, *, length: str | None = None, language: str | None = None,
-               focus: str | None = None, **opts: Any):
-    return "summarize", dict(text=text, length=length, language=language, focus=focus), "text", opts
+    def _map(self, calls: list[Call | AigcError], return_exceptions: bool):  # pragma: no cover
+        raise NotImplementedError
 
 
-def _translate(text: str, *, to: str, source: str | None = None, tone: str | None = None, **opts: Any):
-    return "translate", dict(text=text, to=to, source=source, tone=tone), "text", opts
+def as_messages(value: Any) -> list[Message]:
+    """Chat messages from dicts (OpenAI's shape; text content parts are joined) or Message objects."""
+    if not isinstance(value, list) or not value:
+        raise InputError("messages must be a non-empty list of {\"role\": ..., \"content\": ...} objects")
+    out = []
+    for i, m in enumerate(value):
+        if isinstance(m, Message):
+            out.append(m)
+            continue
+        if not isinstance(m, dict):
+            raise InputError(f"message {i + 1} is not an object with a role and content")
+        content = m.get("content")
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        if m.get("role") not in ("system", "user", "assistant", "developer") or not isinstance(content, str):
+            raise InputError(f"message {i + 1} needs a role (system, user or assistant) and text content")
+        role = "system" if m["role"] == "developer" else m["role"]
+        out.append(Message(role=role, content=content, name=m.get("name")))
+    return out
 
 
-def _answer(question: str, *, context: str | None = None, **opts: Any):
-    if not question.strip():
-        raise InputError("the question is empty")
-    return "qa", dict(question=question, context=context), "context" if context else None, opts
-
-
-def _write_news(facts: str, *, style: str | None = None, length: str | None = None,
-                headline: bool | None = None, audience: str | None = None, **opts: Any):
-    return "news", dict(facts=facts, style=style, length=length, headline=headline, audience=audience), \
-        "facts", opts
-
-
-def _generate(template: str, variables: dict[str, Any] | None = None, **kwargs: Any):
-    opts = {k: kwargs.pop(k) for k in list(kwargs) if k in _OPTIONS}
-    return template, {**(variables or {}), **kwargs}, None, opts
-
-
-# How each task call maps to (template, variables, the variable that may be long, options).
-TASK_SPECS = {"summarize": _summarize, "translate": _translate, "answer": _answer,
-          "news": _write_news, "generate": _generate}
-
-
-class Client(_ClientBase):
+class Client(ClientBase):
     """Synchronous client. ``Client(backend="local")``, ``Client(base_url=..., model=...)``, or
-    ``Client(backend=FakeBackend())``; every task accepts ``model``, ``temperature``, ``max_tokens``,
-    ``schema`` (a pydantic model for structured output), ``stream``, ``budget``, ``timeout`` and ``seed``."""
+    ``Client(backend=FakeBackend())``; every task accepts ``model``, ``temperature``, ``max_output_tokens``,
+    ``top_p``, ``stop``, ``seed``, ``schema`` (a pydantic model for structured output), ``stream``,
+    ``budget`` and ``timeout``."""
 
-    def _run(self, task: str, spec: tuple) -> Result | TextStream:
-        template_name, variables, long_input, opts = spec
-        flow = self.flow(task, template_name, variables, opts, long_input)
-        engine = self._engine(opts)
-        if opts.get("stream"):
-            return TextStream(engine.run_stream(flow, task))
-        return engine.run(flow, task)
+    def run_call(self, call: Call) -> Result | TextStream:
+        if call.stream:
+            return TextStream(call.engine.run_stream(call.flow, call.task))
+        return call.engine.run(call.flow, call.task)
 
-    def summarize(self, text: str, **kw: Any) -> Result | TextStream:
-        """Summarize ``text`` (``length="3 sentences"``, ``language``, ``focus``); long texts map-reduce."""
-        return self._run("summarize", _summarize(text, **kw))
-
-    def translate(self, text: str, *, to: str, **kw: Any) -> Result | TextStream:
-        """Translate ``text`` into ``to`` (``source`` optional, else detected); formatting is kept."""
-        return self._run("translate", _translate(text, to=to, **kw))
-
-    def answer(self, question: str, **kw: Any) -> Result | TextStream:
-        """Answer ``question``, from ``context`` when given (long contexts: the most relevant parts)."""
-        return self._run("answer", _answer(question, **kw))
-
-    def write_news(self, facts: str, **kw: Any) -> Result | TextStream:
-        """A news article from ``facts`` (``style``, ``length``, ``headline``, ``audience``)."""
-        return self._run("news", _write_news(facts, **kw))
-
-    def generate(self, template: str, variables: dict[str, Any] | None = None, **kw: Any) -> Result | TextStream:
-        """Render ``template`` with ``variables``/keyword variables and send it."""
-        return self._run("generate", _generate(template, variables, **kw))
-
-    def map(self, task: str, items: list[Any], *, return_exceptions: bool = False, **kw: Any) -> list:
-        """Run one task over many inputs; concurrent on hosted backends, batched on local ones."""
-        flows = []
-        for item in items:
-            args, extra = ((item,), {}) if not isinstance(item, dict) else ((), item)
-            template_name, variables, long_input, opts = TASK_SPECS[task](*args, **{**kw, **extra})
-            flows.append(self.flow(task, template_name, variables, opts, long_input))
-        return self.engine.run_many(flows, task, return_exceptions=return_exceptions)
+    def _map(self, calls: list[Call | AigcError], return_exceptions: bool) -> list[Result | AigcError]:
+        todo = self._runnable(calls)
+        ran = self.engine.run_many([c.flow for c in todo], todo[0].task) if todo else []
+        return self._outcomes(calls, ran, return_exceptions)
 
     def close(self) -> None:
         self.backend.close()
-        if self.engine.ledger is not None:
-            self.engine.ledger.close()
+        for part in self._owned:
+            part.close()
 
     def __enter__(self) -> Client:
         return self
@@ -278,40 +367,29 @@ class Client(_ClientBase):
         self.close()
 
 
-class AsyncClient(_ClientBase):
-    """Asynchronous client with the same tasks as :class:`Client` (``await client.summarize(...)``)."""
+class AsyncClient(ClientBase):
+    """Asynchronous client with the same methods as :class:`Client` (``await client.summarize(...)``)."""
 
-    async def _run(self, task: str, spec: tuple) -> Result | AsyncTextStream:
-        template_name, variables, long_input, opts = spec
-        flow = self.flow(task, template_name, variables, opts, long_input)
-        engine = self._engine(opts)
-        if opts.get("stream"):
-            return AsyncTextStream(engine.arun_stream(flow, task))
-        return await engine.arun(flow, task)
+    async def run_call(self, call: Call) -> Result | AsyncTextStream:
+        if call.stream:
+            return AsyncTextStream(call.engine.arun_stream(call.flow, call.task))
+        return await call.engine.arun(call.flow, call.task)
 
-    async def summarize(self, text: str, **kw: Any) -> Result | AsyncTextStream:
-        return await self._run("summarize", _summarize(text, **kw))
-
-    async def translate(self, text: str, *, to: str, **kw: Any) -> Result | AsyncTextStream:
-        return await self._run("translate", _translate(text, to=to, **kw))
-
-    async def answer(self, question: str, **kw: Any) -> Result | AsyncTextStream:
-        return await self._run("answer", _answer(question, **kw))
-
-    async def write_news(self, facts: str, **kw: Any) -> Result | AsyncTextStream:
-        return await self._run("news", _write_news(facts, **kw))
-
-    async def generate(self, template: str, variables: dict[str, Any] | None = None,
-                       **kw: Any) -> Result | AsyncTextStream:
-        return await self._run("generate", _generate(template, variables, **kw))
+    async def _map(self, calls: list[Call | AigcError], return_exceptions: bool) -> list[Result | AigcError]:
+        todo = self._runnable(calls)
+        ran = await self.engine.arun_many([c.flow for c in todo], todo[0].task) if todo else []
+        return self._outcomes(calls, ran, return_exceptions)
 
     async def aclose(self) -> None:
-        closer = getattr(self.backend, "aclose", None)
-        if closer is not None:
-            await closer()
+        await self.backend.aclose()
+        for part in self._owned:
+            part.close()
+
+    def close(self) -> None:
+        """Close without an event loop (the async HTTP client is left to the garbage collector)."""
         self.backend.close()
-        if self.engine.ledger is not None:
-            self.engine.ledger.close()
+        for part in self._owned:
+            part.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self

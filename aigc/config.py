@@ -34,7 +34,7 @@ class Settings(BaseModel):
     api_key: SecretStr | None = None
     base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://localhost:8000/v1")
     temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, gt=0, description="cap on output tokens per request")
+    max_output_tokens: int | None = Field(None, gt=0, description="cap on output tokens per request")
     timeout: float = Field(60.0, gt=0, description="seconds for one attempt")
     deadline: float = Field(300.0, gt=0, description="seconds for a call, retries included")
     max_attempts: int = Field(6, ge=1, description="attempts per request, the first included")
@@ -48,8 +48,11 @@ class Settings(BaseModel):
     ledger_prompts: bool = Field(False, description="also store prompts in the ledger (opt-in)")
     device: str | None = Field(None, description="local backend: auto, cpu, cuda, cuda:1, mps")
     dtype: str | None = Field(None, description="local backend: auto, float32, float16, bfloat16")
-    budget_tokens: int | None = Field(None, gt=0, description="default per-run token cap")
-    budget_usd: float | None = Field(None, gt=0, description="default per-run money cap")
+    max_total_tokens: int | None = Field(None, gt=0, description="budget: tokens a client may use in total")
+    max_cost_usd: float | None = Field(None, gt=0, description="budget: money a client may spend in total")
+    rpm: float | None = Field(None, gt=0, description="requests per minute this client may send")
+    tpm: float | None = Field(None, gt=0, description="tokens per minute (prompt + max output) it may send")
+    concurrency: int = Field(4, ge=1, le=512, description="requests in flight at once for map and long inputs")
 
     def __repr__(self) -> str:  # pydantic already masks SecretStr; keep it short too
         fields = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if v is not None)
@@ -66,6 +69,17 @@ class Settings(BaseModel):
 
 
 _ENV_ALIASES = {"api_key": ("OPENAI_API_KEY",), "base_url": ("OPENAI_BASE_URL",)}
+# Earlier names of settings, still accepted everywhere a setting is read.
+OLD_NAMES = {"max_tokens": "max_output_tokens", "budget_tokens": "max_total_tokens", "budget_usd": "max_cost_usd"}
+
+
+def _renamed(values: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, value in values.items():
+        new = OLD_NAMES.get(name, name)
+        if new not in out or out[new] is None:
+            out[new] = value
+    return out
 
 
 def default_config_file(env: Mapping[str, str]) -> Path:
@@ -76,13 +90,13 @@ def default_config_file(env: Mapping[str, str]) -> Path:
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name in Settings.model_fields:
+    for name in [*Settings.model_fields, *OLD_NAMES]:
         value = env.get(f"AIGC_{name.upper()}")
         if value is None:
             value = next((env[a] for a in _ENV_ALIASES.get(name, ()) if env.get(a)), None)
         if value not in (None, ""):
             out[name] = value
-    return out
+    return _renamed(out)
 
 
 def _from_file(path: Path) -> dict[str, Any]:
@@ -92,10 +106,10 @@ def _from_file(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-    unknown = sorted(set(data) - set(Settings.model_fields))
+    unknown = sorted(set(data) - set(Settings.model_fields) - set(OLD_NAMES))
     if unknown:
         raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}; see `aigc doctor` for the known ones")
-    return data
+    return _renamed(data)
 
 
 def load_settings(
@@ -113,10 +127,27 @@ def load_settings(
     merged: dict[str, Any] = {}
     merged.update(_from_env(env))
     merged.update(_from_file(path))
-    merged.update({k: v for k, v in (explicit or {}).items() if v is not None})
+    merged.update({k: v for k, v in _renamed(explicit or {}).items() if v is not None})
+    return validated(merged)
+
+
+def validated(values: Mapping[str, Any]) -> Settings:
+    """Settings from plain values, checked; a bad value is a ConfigError naming the setting."""
     try:
-        return Settings(**merged)
+        return Settings(**values)
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "settings"
         raise ConfigError(f"invalid setting {where}: {err['msg']}") from None
+
+
+def updated(settings: Settings, changes: Mapping[str, Any]) -> Settings:
+    """``settings`` with ``changes`` (None values ignored), validated like every other path."""
+    changes = {k: v for k, v in _renamed(changes).items() if v is not None}
+    if not changes:
+        return settings
+    unknown = sorted(set(changes) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r}")
+    values = {name: getattr(settings, name) for name in Settings.model_fields}
+    return validated({**values, **changes})

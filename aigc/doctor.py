@@ -6,8 +6,8 @@ import os
 
 from pydantic import BaseModel, Field
 
-from .config import Settings, default_config_file
 from .backends.local.hardware import HardwareReport, probe
+from .config import Settings, default_config_file
 
 
 class BackendStatus(BaseModel):

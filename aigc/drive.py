@@ -2,11 +2,12 @@
 completions go back into the flow; the totals become the task's :class:`~aigc.types.Result`.
 
 :class:`FlowDriver` is mixed into :class:`~aigc.engine.Engine`; it relies on the engine's ``execute_many``,
-``aexecute_many``, ``stream``, ``astream`` and ``backend``.
+``aexecute_many`` (which return failures in place), ``stream``, ``astream``, ``backend`` and ``concurrency``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -111,7 +112,7 @@ class FlowDriver:
                     if step.trailer:
                         yield step.trailer
                 else:
-                    sents = self.execute_many(step.requests, task)
+                    sents = _all_or_raise(self.execute_many(step.requests, task))
                 step = tally.feed(flow, sents)
         except StopIteration as stop:
             yield tally.result(stop.value, task, self.backend.name, started)
@@ -134,23 +135,24 @@ class FlowDriver:
                     if step.trailer:
                         yield step.trailer
                 else:
-                    sents = await self.aexecute_many(step.requests, task)
+                    sents = _all_or_raise(await self.aexecute_many(step.requests, task))
                 step = tally.feed(flow, sents)
         except StopIteration as stop:
             yield tally.result(stop.value, task, self.backend.name, started)
 
-    def run_many(self, flows: list[Flow], task: str, *, return_exceptions: bool = False) -> list:
-        """Run many flows in lockstep so each round's requests go out together (batched or concurrent)."""
+    def run_many(self, flows: list[Flow], task: str) -> list[Result | AigcError]:
+        """Run many flows in lockstep so each round's requests go out together (batched or concurrent).
+        Every flow gets its place in the list: a Result, or the error that ended it."""
         started = time.perf_counter()
         tallies = [_Tally() for _ in flows]
         steps: dict[int, Step] = {}
         done: dict[int, Any] = {}
         for i, flow in enumerate(flows):
-            self._advance(i, flow, None, steps, done, tallies, task, started, return_exceptions)
+            self._advance(i, flow, None, steps, done, tallies, task, started)
         while steps:
             order = list(steps)
             requests = [(i, r) for i in order for r in steps[i].requests]
-            outcomes = self.execute_many([r for _, r in requests], task, return_exceptions=True)
+            outcomes = self.execute_many([r for _, r in requests], task)
             by_flow: dict[int, list] = {i: [] for i in order}
             for (i, _), out in zip(requests, outcomes, strict=True):
                 by_flow[i].append(out)
@@ -158,22 +160,39 @@ class FlowDriver:
                 del steps[i]
                 failed = next((o for o in by_flow[i] if isinstance(o, BaseException)), None)
                 if failed is not None:
-                    if not return_exceptions:
-                        raise failed
                     done[i] = failed
                     continue
-                self._advance(i, flows[i], by_flow[i], steps, done, tallies, task, started, return_exceptions)
+                self._advance(i, flows[i], by_flow[i], steps, done, tallies, task, started)
         return [done[i] for i in range(len(flows))]
 
-    def _advance(self, i, flow, sents, steps, done, tallies, task, started, return_exceptions) -> None:
+    async def arun_many(self, flows: list[Flow], task: str) -> list[Result | AigcError]:
+        """Async twin of :meth:`run_many`: flows run concurrently (a local model batches them as they come)."""
+        limit = asyncio.Semaphore(len(flows) if self.backend.prefers_batches else self.concurrency)
+
+        async def one(flow: Flow) -> Result | AigcError:
+            async with limit:
+                try:
+                    return await self.arun(flow, task)
+                except AigcError as e:
+                    return e
+
+        return list(await asyncio.gather(*(one(f) for f in flows)))
+
+    def _advance(self, i, flow, sents, steps, done, tallies, task, started) -> None:
         try:
             steps[i] = next(flow) if sents is None else tallies[i].feed(flow, sents)
         except StopIteration as stop:
             done[i] = tallies[i].result(stop.value, task, self.backend.name, started)
         except AigcError as e:
-            if not return_exceptions:
-                raise
             done[i] = e
+
+
+def _all_or_raise(outcomes: list) -> list[Sent]:
+    """A step's results, or its first failure raised."""
+    for out in outcomes:
+        if isinstance(out, BaseException):
+            raise out
+    return outcomes
 
 
 class _Trim:

@@ -139,11 +139,13 @@ class TransientError(BackendError):
 
 
 class RateLimited(TransientError):
-    """The server asked us to slow down (HTTP 429)."""
+    """The server asked us to slow down (HTTP 429). ``limits``: what its rate-limit headers said."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None,
+                 limits: dict[str, float] | None = None, **kw) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
+        self.limits = limits
 
 
 class ServerError(TransientError):

@@ -81,20 +81,38 @@ def extract_json(text: str) -> str:
     return text[start:end + 1] if 0 <= start < end else text.strip()
 
 
-def structured(request: ChatRequest, schema: type[BaseModel], max_reasks: int) -> Flow:
-    """Ask for JSON matching ``schema``; re-ask with the validation errors, at most ``max_reasks`` times."""
-    request = request.model_copy(update={"json_schema": strict_json_schema(schema)})
+def _json_object(text: str) -> Any:
+    """A JSON object, for a schema given as a plain dict (a Batch API request's response_format)."""
+    try:
+        value = json.loads(extract_json(text))
+    except ValueError as e:
+        raise ValidationError.from_exception_data("output", [{"type": "json_invalid", "loc": (),
+                                                              "input": text, "ctx": {"error": str(e)}}]) from None
+    if not isinstance(value, dict):
+        raise ValidationError.from_exception_data("output", [{"type": "dict_type", "loc": (), "input": value}])
+    return value
+
+
+def structured(request: ChatRequest, schema: type[BaseModel] | dict[str, Any], max_reasks: int) -> Flow:
+    """Ask for JSON matching ``schema`` (a pydantic model, or a JSON schema as ``{"name", "schema"}``);
+    re-ask with the validation errors, at most ``max_reasks`` times."""
+    if isinstance(schema, dict):
+        spec, title = (schema if "schema" in schema else {"name": "output", "schema": schema}), "the JSON schema"
+        parse = _json_object
+    else:
+        spec, title, parse = strict_json_schema(schema), schema.__name__, schema.model_validate_json
+    request = request.model_copy(update={"json_schema": spec})
     reasks = 0
     while True:
         [completion] = yield Step([request])
         try:
-            parsed = schema.model_validate_json(extract_json(completion.text))
+            parsed = parse(extract_json(completion.text))
         except ValidationError as e:
             problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'value'}: {err['msg']}"
                                  for err in e.errors()[:8])
             if reasks >= max_reasks:
                 raise OutputInvalid(
-                    f"the model's output did not match {schema.__name__} after {reasks} re-ask(s): {problems}",
+                    f"the model's output did not match {title} after {reasks} re-ask(s): {problems}",
                     text=completion.text, errors=problems) from None
             reasks += 1
             request = request.model_copy(update={"messages": [
@@ -104,5 +122,6 @@ def structured(request: ChatRequest, schema: type[BaseModel], max_reasks: int) -
                                              f"the corrected JSON object."),
             ]})
             continue
-        text = json.dumps(parsed.model_dump(mode="json"), ensure_ascii=False)
-        return Outcome(text, completion.finish_reason, parsed=parsed, reasks=reasks)
+        dumped = parsed if isinstance(parsed, dict) else parsed.model_dump(mode="json")
+        return Outcome(json.dumps(dumped, ensure_ascii=False), completion.finish_reason, parsed=parsed,
+                       reasks=reasks)

@@ -1,7 +1,7 @@
 """Jinja2 prompt templates: built-ins shipped with aigc, overridden or extended from a user directory.
 
 A template is a ``NAME.j2`` file: TOML front matter between ``+++`` lines (description, defaults such as
-``temperature`` and ``max_tokens``, and default variables under ``[vars]``), then a Jinja body with a
+``temperature`` and ``max_output_tokens``, and default variables under ``[vars]``), then a Jinja body with a
 ``system`` block and a ``user`` block, one chat message each::
 
     +++
@@ -41,6 +41,7 @@ SUFFIX = ".j2"
 RECHECK_S = 1.0
 _FRONT = re.compile(r"\A\+\+\+[ \t]*\n(.*?)\n\+\+\+[ \t]*\n?", re.S)
 _UNDEFINED = re.compile(r"'([A-Za-z_][A-Za-z0-9_]*)' is undefined")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 def builtin_dir() -> Path:
@@ -78,8 +79,11 @@ class Template:
 
     @property
     def defaults(self) -> dict[str, Any]:
-        """Generation defaults (temperature, max_tokens, ...) declared in the front matter."""
-        return {k: v for k, v in self.meta.items() if k not in ("description", "vars")}
+        """Generation defaults (temperature, max_output_tokens, ...) declared in the front matter."""
+        from .config import OLD_NAMES
+        from .tasks import TASK_KEYS
+
+        return {OLD_NAMES.get(k, k): v for k, v in self.meta.items() if k not in ("description", "vars", *TASK_KEYS)}
 
     @property
     def default_vars(self) -> dict[str, Any]:
@@ -89,6 +93,21 @@ class Template:
         """The system and user messages for these variables."""
         assert self._library is not None
         return self._library.render(self, variables)
+
+
+def _check_name(name: str) -> None:
+    """Template names are names: a path would read any file on disk."""
+    if not _NAME.fullmatch(name.removesuffix(SUFFIX)):
+        raise TemplateError(f"{name!r} is not a template name; names use letters, digits, '-', '_' and '.' "
+                            "(no paths): see `aigc templates list`", template=name)
+
+
+def _spellings(name: str) -> list[str]:
+    """The name, then the template of the task it names (old spellings such as ``qa`` are task aliases)."""
+    from .tasks import find_task
+
+    task = find_task(name)
+    return [name] if task is None or task.template in (None, name) else [name, task.template]
 
 
 class _Loader(BaseLoader):
@@ -125,6 +144,8 @@ class TemplateLibrary:
         return dirs
 
     def find(self, name: str) -> Path | None:
+        if not _NAME.fullmatch(name):
+            return None
         for _, folder in self._dirs():
             path = folder / f"{name}{SUFFIX}"
             if path.is_file():
@@ -147,12 +168,14 @@ class TemplateLibrary:
         now = time.monotonic()
         if hit is not None and now - hit[0] < RECHECK_S:
             return hit[1]
-        for origin, folder in self._dirs():
-            path = folder / f"{name.removesuffix(SUFFIX)}{SUFFIX}"
-            if path.is_file():
-                template = self._load(name.removesuffix(SUFFIX), path, origin)
-                self._recent[name] = (now, template)
-                return template
+        _check_name(name)
+        for candidate in _spellings(name.removesuffix(SUFFIX)):
+            for origin, folder in self._dirs():
+                path = folder / f"{candidate}{SUFFIX}"
+                if path.is_file():
+                    template = self._load(candidate, path, origin)
+                    self._recent[name] = (now, template)
+                    return template
         known = ", ".join(t.name for t in self.names()) or "none"
         raise TemplateError(f"no template named {name!r}; available: {known}", template=name)
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
 
 Role = Literal["system", "user", "assistant"]
+
+# The output cap of a request that sets none (bounded by the model's own cap and what is left of its window).
+DEFAULT_MAX_OUTPUT_TOKENS = 1024
 
 
 class Message(BaseModel):
@@ -40,10 +43,13 @@ class Usage(BaseModel):
 class ChatRequest(BaseModel):
     """What a backend is asked to do: one chat completion."""
 
+    model_config = ConfigDict(populate_by_name=True)
+
     messages: list[Message]
     model: str
     temperature: float | None = None
-    max_tokens: int | None = None
+    # The cap on this request's output tokens (``max_tokens`` is accepted as its old name).
+    max_output_tokens: int | None = Field(None, validation_alias=AliasChoices("max_output_tokens", "max_tokens"))
     top_p: float | None = None
     stop: list[str] | None = None
     seed: int | None = None
@@ -64,6 +70,8 @@ class Completion(BaseModel):
     # How structured output was obtained: "json_schema", "json_object", "prompt" or None.
     response_format: str | None = None
     usage_estimated: bool = False
+    # What the server said of its rate limits in this answer's headers (see aigc.ratelimit.Limits).
+    limits: dict[str, float] | None = None
 
 
 class StreamDelta(BaseModel):

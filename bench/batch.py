@@ -1,25 +1,22 @@
-"""Batch throughput under rate limits and faults: `aigc batch run` beside plain asyncio + the openai SDK.
+"""Batch throughput at the real limit: `aigc batch run` beside plain asyncio + the openai SDK, five scenarios.
 
-    .venv/bin/python bench/batch.py            # 300 items, the defaults below
+    .venv/bin/python bench/batch.py                 # every scenario (about 8 minutes)
+    .venv/bin/python bench/batch.py --scenario 1 4  # some of them
     .venv/bin/python bench/batch.py --json
 
-The local test server runs in its own process with OpenAI-style limits enforced over one-second windows
-(1,200 rpm = 20 requests in any second; tpm counts prompt tokens plus max output tokens), 300 ms latency,
-3% 5xx answers and 1% dropped connections. Both contenders send the same prompts with the same output cap
-and concurrency, against a freshly reset server:
+Each scenario starts the test server in its own process with OpenAI-style limits (stated per minute, enforced
+over one-second windows unless the scenario says 60, with ``x-ratelimit-*`` headers on every answer), latency
+300 ± 100 ms, and faults where the scenario says (3 % 5xx, 1 % dropped connections). Both contenders send the
+same chat requests (a chat job's JSONL, as the OpenAI Batch API takes it) with the same output cap and
+concurrency, against a freshly reset server:
 
-- aigc: a job file with rpm/tpm limits, run by the batch runner (journal, outputs, cache off).
-- baseline: ``asyncio.gather`` over a semaphore with the raw ``openai`` SDK and its own retries.
+- aigc: ``task = "chat"`` job run by the batch runner (journal, outputs; cache off), with the job's rpm/tpm as the
+  examples show, or none (the limits learned from the server's headers);
+- baseline: ``asyncio.gather`` over a semaphore with the raw ``AsyncOpenAI`` client and its own retries.
 
-The ideal time is the largest of N/rpm, tokens/tpm and N*latency/concurrency; efficiency is ideal / wall
-time, for a contender that finished every item (one that lost items did not do the job: no figure). The
-server counts 429s, requests re-sent before the Retry-After they were given, and duplicated requests (the
-same body answered twice).
-
-The default output cap (44 tokens) makes each request 124 tokens, so both limits allow 20 requests a
-second and the ideal is reachable. With 128-token requests only 19 fit in a 2,500-token second, and no
-client can reach the ideal, which counts tokens as if they could be split across seconds
-(``--max-output-tokens 48`` shows it).
+Ideal time = the largest of N/rpm, tokens/tpm and N·latency/concurrency (per minute over short windows; over
+one window for the 60-second scenario); efficiency = ideal / wall, for a contender that finished every item.
+The server counts 429s, requests re-sent before the Retry-After they were given, and duplicated requests.
 """
 
 from __future__ import annotations
@@ -29,33 +26,89 @@ import asyncio
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from aigc.templates import TemplateLibrary  # noqa: E402
 from tests.openai_server import count_prompt_tokens  # noqa: E402
 
 MODEL = "gpt-4o-mini"
-PLACES = ["harbour", "library", "station", "market", "bridge", "school", "clinic", "museum", "park", "depot"]
+WORDS = ["council", "harbour", "bridge", "market", "library", "ferry", "station", "budget", "plan", "vote", "school", "clinic", "museum", "park", "depot", "road", "water", "energy", "bus", "train", "tram", "week", "month", "year", "people", "city", "north", "south", "east", "west"]
 
 
-def article(i: int) -> str:
-    place = PLACES[i % len(PLACES)]
-    return (f"Item {i}: the council approved {i * 3 + 7} new benches for the {place}, "
-            f"to be installed by week {i % 52 + 1}.")
+@dataclass
+class Scenario:
+    number: int
+    title: str
+    items: int = 300
+    prompt_tokens: tuple[int, int] = (100, 400)
+    output_tokens: int = 64
+    rpm: float = 1200
+    tpm: float = 150_000
+    window_s: float = 1.0
+    error_rate: float = 0.03
+    drop_rate: float = 0.01
+    job_limits: bool = True  # the job file states rpm/tpm (else they are learned from the headers)
+    concurrency: int = 16
+    latency: float = 0.3
+    jitter: float = 0.1
+    target: str = ""
 
 
-def start_server(args) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, str(REPO / "tests" / "openai_server.py"), "--port", "0",
-           "--latency", str(args.latency), "--rpm", str(args.rpm), "--tpm", str(args.tpm),
-           "--error-rate", str(args.error_rate), "--drop-rate", str(args.drop_rate), "--seed", str(args.seed)]
+SCENARIOS = [
+    Scenario(1, "token-bound, 1-second windows, faults", target="efficiency >= 0.95, 300/300, <= 3 x 429"),
+    Scenario(2, "the same, no rpm/tpm in the job (learned)", job_limits=False,
+             target="300/300, efficiency >= 0.90"),
+    Scenario(3, "request-bound (short prompts), 1-second windows, faults", prompt_tokens=(20, 40),
+             output_tokens=16, target="efficiency >= 0.95"),
+    Scenario(4, "60-second windows, job smaller than one window", window_s=60.0, error_rate=0.0, drop_rate=0.0,
+             target="wall <= 2x the raw gather client's, 300/300"),
+    Scenario(5, "long job: 3,000 requests over more than 2 minutes", items=3000, prompt_tokens=(20, 60),
+             output_tokens=32, tpm=150_000, rpm=1200, target="efficiency >= 0.95, 0 lost"),
+]
+
+
+def chat_requests(s: Scenario, seed: int) -> list[list[dict]]:
+    """Requests whose prompts take a random number of tokens in the scenario's range."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(s.items):
+        want = rng.randint(*s.prompt_tokens)
+        words = [f"Item {i}."]
+        messages = [{"role": "user", "content": ""}]
+        while True:
+            messages[0]["content"] = " ".join(words) + " Summarize in one sentence."
+            if count_prompt_tokens(MODEL, messages) >= want:
+                break
+            words.extend(rng.choices(WORDS, k=max(1, (want - count_prompt_tokens(MODEL, messages)) // 2)))
+        out.append(messages)
+    return out
+
+
+def ideal_seconds(s: Scenario, messages: list[list[dict]]) -> tuple[float, dict]:
+    tokens = sum(count_prompt_tokens(MODEL, m) + s.output_tokens for m in messages)
+    parts = {"rpm": s.items / s.rpm * 60, "tpm": tokens / s.tpm * 60,
+             "latency": s.items * s.latency / s.concurrency}
+    if s.window_s >= 60:  # all of it fits in one window: only latency and concurrency bound it
+        parts = {"latency": parts["latency"]}
+    return max(parts.values()), parts
+
+
+# ---- the server -------------------------------------------------------------------------------------------------
+
+def start_server(s: Scenario, seed: int) -> tuple[subprocess.Popen, str]:
+    cmd = [sys.executable, str(REPO / "tests" / "openai_server.py"), "--port", "0", "--latency", str(s.latency),
+           "--latency-jitter", str(s.jitter), "--rpm", str(s.rpm), "--tpm", str(s.tpm),
+           "--rate-window", str(s.window_s), "--error-rate", str(s.error_rate), "--drop-rate", str(s.drop_rate),
+           "--seed", str(seed)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     url = proc.stdout.readline().strip()
     if not url.startswith("http"):
@@ -65,59 +118,47 @@ def start_server(args) -> tuple[subprocess.Popen, str]:
 
 
 def control(url: str, path: str, method: str = "GET") -> dict:
-    base = url.removesuffix("/v1")
-    req = urllib.request.Request(base + path, method=method, data=b"" if method == "POST" else None)
+    req = urllib.request.Request(url.removesuffix("/v1") + path, method=method,
+                                 data=b"" if method == "POST" else None)
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 
 
-def reset(url: str) -> None:
+def reset(url: str, s: Scenario) -> None:
     control(url, "/_control/reset", "POST")
-    time.sleep(1.1)  # let the server's rate windows drain
-
-
-def server_stats(url: str) -> dict:
-    return control(url, "/_control/stats")["stats"]
-
-
-def prompts(n: int, length: str) -> list[list[dict]]:
-    template = TemplateLibrary().get("summarize")
-    return [[m.model_dump(exclude_none=True) for m in template.render(text=article(i), length=length)]
-            for i in range(n)]
+    time.sleep(1.1 if s.window_s < 60 else 0.1)  # a new server books for the 60-second scenario's window
 
 
 # ---- aigc ---------------------------------------------------------------------------------------------------
 
 JOB = """
 name = "bench"
-task = "summarize"
+task = "chat"
 [input]
-glob = "articles/*.txt"
+jsonl = "requests.jsonl"
 [output]
-dir = "out"
-[vars]
-length = "{length}"
+jsonl = "answers.jsonl"
 [model]
 backend = "openai"
 model = "{model}"
 max_output_tokens = {max_out}
 [limits]
 concurrency = {concurrency}
-rpm = {rpm}
-tpm = {tpm}
+{limits}
 """
 
 
-def run_aigc(args, url: str, folder: Path) -> dict:
+def run_aigc(s: Scenario, url: str, folder: Path, messages: list[list[dict]]) -> dict:
     from aigc.batch import Runner, load_job
     from aigc.tokens import get_encoding
 
-    (folder / "articles").mkdir(parents=True)
-    for i in range(args.items):
-        (folder / "articles" / f"item-{i:04d}.txt").write_text(article(i) + "\n")
+    folder.mkdir(parents=True)
+    (folder / "requests.jsonl").write_text("".join(
+        json.dumps({"custom_id": f"r-{i}", "method": "POST", "url": "/v1/chat/completions",
+                    "body": {"model": MODEL, "messages": m}}) + "\n" for i, m in enumerate(messages)))
+    limits = f"rpm = {s.rpm}\ntpm = {s.tpm}" if s.job_limits else ""
     job_path = folder / "job.toml"
-    job_path.write_text(JOB.format(length=args.length, model=MODEL, max_out=args.max_output_tokens,
-                                   concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm))
+    job_path.write_text(JOB.format(model=MODEL, max_out=s.output_tokens, concurrency=s.concurrency, limits=limits))
     os.environ.update(OPENAI_BASE_URL=url, OPENAI_API_KEY="sk-bench", AIGC_DATA_DIR=str(folder / "data"),
                       AIGC_CONFIG=str(folder / "none.toml"))
     get_encoding("o200k_base")  # loaded once per process, before the clock starts, as the SDK needs none
@@ -125,24 +166,22 @@ def run_aigc(args, url: str, folder: Path) -> dict:
     started = time.perf_counter()
     report = asyncio.run(runner.run())
     wall = time.perf_counter() - started
-    written = len(list((folder / "out").iterdir()))
-    return {"wall_s": wall, "done": report.done, "failed": report.failed + report.pending, "outputs": written,
-            "exit_code": report.exit_code}
+    return {"wall_s": wall, "done": report.done, "failed": report.failed + report.pending,
+            "pace": (report.rate or {}).get("pace"), "learned": (report.rate or {}).get("learned")}
 
 
 # ---- the baseline ---------------------------------------------------------------------------------------------
 
-def run_baseline(args, url: str, messages: list[list[dict]]) -> dict:
+def run_baseline(s: Scenario, url: str, messages: list[list[dict]]) -> dict:
     import openai
 
     async def main() -> tuple[int, int]:
         client = openai.AsyncOpenAI(base_url=url, api_key="sk-bench")  # the SDK's default retries
-        gate = asyncio.Semaphore(args.concurrency)
+        gate = asyncio.Semaphore(s.concurrency)
 
         async def one(m: list[dict]):
             async with gate:
-                return await client.chat.completions.create(model=MODEL, messages=m,
-                                                            max_tokens=args.max_output_tokens)
+                return await client.chat.completions.create(model=MODEL, messages=m, max_tokens=s.output_tokens)
 
         results = await asyncio.gather(*(one(m) for m in messages), return_exceptions=True)
         await client.close()
@@ -155,90 +194,84 @@ def run_baseline(args, url: str, messages: list[list[dict]]) -> dict:
 
 
 def warm_up(url: str) -> None:
-    """One request through the SDK first: its one-time setup (imports, model classes) is timed for
-    neither contender."""
+    """One request through the SDK first: its one-time setup is timed for neither contender."""
     import openai
 
     async def one() -> None:
         client = openai.AsyncOpenAI(base_url=url, api_key="sk-bench", max_retries=5)
-        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
-                                             max_tokens=5)
+        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=5)
         await client.close()
 
     asyncio.run(one())
 
 
-# ---- report ---------------------------------------------------------------------------------------------------
+# ---- a scenario, and the report ---------------------------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--items", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--latency", type=float, default=0.3)
-    parser.add_argument("--rpm", type=float, default=1200)
-    parser.add_argument("--tpm", type=float, default=150_000)
-    parser.add_argument("--error-rate", type=float, default=0.03)
-    parser.add_argument("--drop-rate", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--max-output-tokens", type=int, default=44)
-    parser.add_argument("--length", default="1 sentence")
-    parser.add_argument("--skip-baseline", action="store_true")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    args = parser.parse_args(argv)
-    logging.getLogger("aigc").setLevel(logging.ERROR)
-
-    messages = prompts(args.items, args.length)
-    tokens = sum(count_prompt_tokens(MODEL, m) + args.max_output_tokens for m in messages)
-    ideal_parts = {"rpm": args.items / args.rpm * 60, "tpm": tokens / args.tpm * 60,
-                   "latency": args.items * args.latency / args.concurrency}
-    ideal = max(ideal_parts.values())
-
-    server, url = start_server(args)
+def run_scenario(s: Scenario, seed: int, skip_baseline: bool) -> dict:
+    messages = chat_requests(s, seed)
+    ideal, parts = ideal_seconds(s, messages)
+    server, url = start_server(s, seed)
     results = {}
     try:
         warm_up(url)
         with tempfile.TemporaryDirectory() as tmp:
-            contenders = [("aigc", lambda: run_aigc(args, url, Path(tmp)))]
-            if not args.skip_baseline:
-                contenders.append(("baseline", lambda: run_baseline(args, url, messages)))
+            contenders = [("aigc", lambda: run_aigc(s, url, Path(tmp) / "aigc", messages))]
+            if not skip_baseline:
+                contenders.append(("gather", lambda: run_baseline(s, url, messages)))
             for name, run in contenders:
-                reset(url)
+                reset(url, s)
                 figures = run()
-                stats = server_stats(url)
+                stats = control(url, "/_control/stats")["stats"]
                 figures.update(
-                    efficiency=ideal / figures["wall_s"] if figures["failed"] == 0 else None,
+                    efficiency=round(ideal / figures["wall_s"], 3) if figures["failed"] == 0 else None,
                     requests=stats["requests"], rate_limited=stats["rate_limited"],
-                    resent_early=stats["resent_early"],
-                    duplicates=stats["duplicates"], server_errors=sum(
-                        n for code, n in stats["errors_by_status"].items() if int(code) >= 500),
+                    resent_early=stats["resent_early"], duplicates=stats["duplicates"],
+                    server_errors=sum(n for code, n in stats["errors_by_status"].items() if int(code) >= 500),
                     dropped=stats["dropped"])
                 results[name] = figures
     finally:
         server.terminate()
         server.wait(timeout=10)
+    if "gather" in results:
+        results["aigc"]["wall_vs_gather"] = round(results["aigc"]["wall_s"] / results["gather"]["wall_s"], 3)
+    return {"scenario": asdict(s), "ideal_s": round(ideal, 2), "ideal_parts_s": parts, "results": results}
 
-    setup = {"items": args.items, "concurrency": args.concurrency, "latency_s": args.latency, "rpm": args.rpm,
-             "tpm": args.tpm, "error_rate": args.error_rate, "drop_rate": args.drop_rate, "seed": args.seed,
-             "tokens_per_request": round(tokens / args.items, 1), "ideal_s": ideal,
-             "ideal_parts_s": ideal_parts}
+
+def show(run: dict) -> None:
+    s = run["scenario"]
+    print(f"\n{s['number']}. {s['title']} — target: {s['target']}")
+    print(f"   {s['items']} requests of {s['prompt_tokens'][0]}-{s['prompt_tokens'][1]} prompt + "
+          f"{s['output_tokens']} output tokens; rpm {s['rpm']:g}, tpm {s['tpm']:g} over {s['window_s']:g}s windows; "
+          f"{s['error_rate']:.0%} 5xx, {s['drop_rate']:.0%} drops; concurrency {s['concurrency']}; "
+          f"ideal {run['ideal_s']:.1f}s")
+    print(f"   {'':<8}{'wall s':>8}{'effic.':>8}{'vs gather':>10}{'done':>6}{'failed':>7}{'requests':>9}{'429s':>6}"
+          f"{'early':>7}{'dupes':>7}")
+    for name, r in run["results"].items():
+        eff = "-" if r["efficiency"] is None else f"{r['efficiency']:.2f}"
+        ratio = f"{r['wall_vs_gather']:.2f}" if "wall_vs_gather" in r else ""
+        print(f"   {name:<8}{r['wall_s']:>8.1f}{eff:>8}{ratio:>10}{r['done']:>6}{r['failed']:>7}{r['requests']:>9}"
+              f"{r['rate_limited']:>6}{r['resent_early']:>7}{r['duplicates']:>7}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", type=int, nargs="*", help="numbers of the scenarios to run (default: all)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    logging.getLogger("aigc").setLevel(logging.ERROR)
+    chosen = [s for s in SCENARIOS if not args.scenario or s.number in args.scenario]
+    runs = []
+    for s in chosen:
+        runs.append(run_scenario(s, args.seed, args.skip_baseline))
+        if not args.json:
+            show(runs[-1])
     if args.json:
-        print(json.dumps({"setup": setup, "results": results}, indent=2))
-        return 0
-    print(f"{args.items} items, concurrency {args.concurrency}, latency {args.latency:g}s, rpm {args.rpm:g}, "
-          f"tpm {args.tpm:g}, {args.error_rate:.0%} 5xx, {args.drop_rate:.0%} dropped; "
-          f"{tokens / args.items:.0f} tokens per request (prompt + max output)")
-    print(f"ideal {ideal:.1f}s = max(N/rpm {ideal_parts['rpm']:.1f}s, tokens/tpm {ideal_parts['tpm']:.1f}s, "
-          f"N*latency/concurrency {ideal_parts['latency']:.1f}s)")
-    header = f"{'':<10}{'wall s':>8}{'efficiency':>11}{'done':>6}{'failed':>7}{'requests':>9}{'429s':>6}" \
-             f"{'early':>7}{'dupes':>7}{'5xx':>5}{'drops':>6}"
-    print(header)
-    for name, r in results.items():
-        efficiency = "-" if r["efficiency"] is None else f"{r['efficiency']:.2f}"
-        print(f"{name:<10}{r['wall_s']:>8.1f}{efficiency:>11}{r['done']:>6}{r['failed']:>7}"
-              f"{r['requests']:>9}{r['rate_limited']:>6}{r['resent_early']:>7}{r['duplicates']:>7}"
-              f"{r['server_errors']:>5}{r['dropped']:>6}")
-    print("early: requests re-sent before their Retry-After; dupes: the same request answered twice; "
-          "efficiency: ideal / wall, for a run that did every item")
+        print(json.dumps(runs, indent=2))
+    else:
+        print("\nearly: requests re-sent before their Retry-After; dupes: the same request answered twice; "
+              "efficiency: ideal / wall, for a run that did every item")
     return 0
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aigc.backends import local_models  # noqa: E402
 from aigc.backends.local import DEFAULT_MODEL, LocalBackend  # noqa: E402
+from aigc.backends.local import models as local_models  # noqa: E402
 from aigc.config import load_settings  # noqa: E402
 from aigc.types import ChatRequest, Message  # noqa: E402
 

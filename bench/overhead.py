@@ -69,7 +69,7 @@ def main() -> None:
 
         def call_raw() -> None:
             raw.chat.completions.create(model="gpt-4o-mini", messages=messages,
-                                        temperature=request.temperature, max_tokens=request.max_tokens)
+                                        temperature=request.temperature, max_tokens=request.max_output_tokens)
 
         def call_aigc() -> None:
             client.summarize(TEXT, length="2 sentences")

@@ -47,7 +47,7 @@ try:
 except ImportError:  # run as a script from the tests folder
     from fake_fine_tuning import FORBIDDEN_MESSAGE, FineTuning
 
-__all__ = ["FakeOpenAIServer", "Fault", "RecordedRequest", "count_prompt_tokens", "example_instance",
+__all__ = ["FakeOpenAIServer", "Fault", "RecordedRequest", "count_prompt_tokens", "duration", "example_instance",
            "FORBIDDEN_MESSAGE"]
 
 _O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4")
@@ -262,21 +262,36 @@ def _parse_json(raw: bytes) -> Any:
 # ---- rate limits --------------------------------------------------------------------------------------------
 
 
-def _share(per_minute: float) -> tuple[float, float]:
-    """(window seconds, capacity): a one-second share of a per-minute limit, or one unit per longer window."""
-    return (1.0, per_minute / 60) if per_minute >= 60 else (60 / per_minute, 1.0)
+def _share(per_minute: float, window_s: float = 1.0) -> tuple[float, float]:
+    """(window seconds, capacity): the ``window_s`` share of a per-minute limit (one second by default, as
+    OpenAI enforces limits over short periods; 60 counts over whole minutes), or one unit per longer window."""
+    if per_minute * window_s / 60 >= 1:
+        return window_s, per_minute * window_s / 60
+    return 60 / per_minute, 1.0
+
+
+def duration(seconds: float) -> str:
+    """A reset time as OpenAI writes it: ``20ms``, ``1s``, ``1.5s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    minutes, rest = divmod(seconds, 60)
+    rest_text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{int(minutes)}m{rest_text}" if minutes else rest_text
 
 
 class _RateWindow:
-    """Requests admitted in the last minute, checked against short-window shares of rpm and tpm.
+    """Requests admitted in the last minute, checked against shares of rpm and tpm.
 
     OpenAI states limits per minute but enforces them over shorter intervals; a one-second share makes a limit
-    bind within a test lasting seconds. A request bigger than a whole share is admitted into an empty window.
+    bind within a test lasting seconds (``window_s=60`` counts over whole minutes instead). A request bigger
+    than a whole share is admitted into an empty window. The ``x-ratelimit-*`` headers speak per minute, as
+    OpenAI's do: the limit, what is left of it over the last minute, and when it is whole again.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, window_s: float = 1.0) -> None:
         self._admitted: deque[tuple[float, int]] = deque()  # (monotonic time, tokens)
         self._tokens = 0
+        self.window_s = window_s
 
     def admit(self, now: float, tokens: int, rpm: float | None, tpm: float | None) -> float:
         """Record the request and return 0, or return the seconds until it would fit."""
@@ -290,12 +305,15 @@ class _RateWindow:
     def remaining(self, now: float, rpm: float | None, tpm: float | None) -> dict[str, str]:
         self._prune(now)
         headers = {}
+        reset = duration(self._admitted[0][0] + 60 - now) if self._admitted else "0ms"
         if rpm:
             headers["x-ratelimit-limit-requests"] = f"{rpm:g}"
             headers["x-ratelimit-remaining-requests"] = f"{max(0, rpm - len(self._admitted)):g}"
+            headers["x-ratelimit-reset-requests"] = reset
         if tpm:
             headers["x-ratelimit-limit-tokens"] = f"{tpm:g}"
             headers["x-ratelimit-remaining-tokens"] = f"{max(0, tpm - self._tokens):g}"
+            headers["x-ratelimit-reset-tokens"] = reset
         return headers
 
     def _prune(self, now: float) -> None:
@@ -305,7 +323,7 @@ class _RateWindow:
     def _wait(self, now: float, cost: int, per_minute: float | None, weight: Callable[[int], int]) -> float:
         if not per_minute:
             return 0.0
-        window, capacity = _share(per_minute)
+        window, capacity = _share(per_minute, self.window_s)
         recent = list(itertools.takewhile(lambda e: e[0] > now - window, reversed(self._admitted)))[::-1]
         used = sum(weight(n) for _, n in recent)
         if not recent or used + cost <= capacity:
@@ -458,14 +476,17 @@ class FakeOpenAIServer:
                  supports_json_schema: bool = True, context_windows: dict[str, int] | None = None,
                  error_rate: float = 0.0, drop_rate: float = 0.0, seed: int | None = None,
                  rpm: float | None = None, tpm: float | None = None, api_key: str | None = None,
-                 batch_polls_to_complete: int = 2, fine_tune_durations: tuple[float, float, float] = (0.5, 0.5, 1.0),
-                 fine_tuning_allowed: bool = True, file_polls_to_process: int = 1):
+                 batch_polls_to_complete: int = 2, rate_window: float = 1.0, latency_jitter: float = 0.0,
+                 fine_tune_durations: tuple[float, float, float] = (0.5, 0.5, 1.0), fine_tuning_allowed: bool = True,
+                 file_polls_to_process: int = 1):
         self.host, self.port = host, port
         self.latency, self.reply, self.stream_usage = latency, reply, stream_usage
+        self.latency_jitter = latency_jitter  # each answer takes latency ± up to this much (uniform)
         self.supports_json_schema = supports_json_schema
         self.context_windows = dict(context_windows or {})
         self.error_rate, self.drop_rate, self.seed = error_rate, drop_rate, seed
         self.rpm, self.tpm, self.api_key = rpm, tpm, api_key
+        self.rate_window = rate_window  # seconds over which rpm/tpm are enforced: 1 (OpenAI-like) or 60
         self.batch_polls_to_complete = batch_polls_to_complete
         self.fine_tune_durations, self.fine_tuning_allowed = fine_tune_durations, fine_tuning_allowed
         self.file_polls_to_process = file_polls_to_process  # retrieves before a fine-tune upload is processed
@@ -542,7 +563,7 @@ class FakeOpenAIServer:
             self._billed = {"prompt_tokens": 0, "completion_tokens": 0}
             self._answered: set[str] = set()
             self._wait_until: dict[str, float] = {}
-            self._window = _RateWindow()
+            self._window = _RateWindow(self.rate_window)
             self._rng = random.Random(self.seed)
             self._files: dict[str, tuple[dict, bytes]] = {}
             self._file_polls: dict[str, int] = {}
@@ -626,6 +647,8 @@ class FakeOpenAIServer:
             if name is None:
                 raise _ApiError(404, f"Invalid URL ({method} {path})")
             self._authorize(headers)
+            if name == "_chat":
+                self._admit_arrival(raw)
             headers = {**headers, "x-query-string": urlsplit(target).query}  # for handlers that read it
             record.fault = self._next_fault() if faultable else None
             answer = self._apply_fault(record.fault) or getattr(self, name)(raw, headers, record.fault, *args)
@@ -707,11 +730,21 @@ class FakeOpenAIServer:
 
     # -- chat completions
 
+    def _admit_arrival(self, raw: bytes) -> None:
+        """Rate limits apply when a request arrives, before anything else can go wrong with it: a request that
+        then fails (5xx, dropped connection) still counted, as on OpenAI; one answered 429 did not."""
+        try:
+            body = json.loads(raw)
+            prompt_tokens = count_prompt_tokens(body["model"], body["messages"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return  # malformed: _chat answers it with a 400
+        self._admit(body, prompt_tokens)
+
     def _chat(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
         body = _parse_json(raw)
         prompt_tokens = self._check_chat(body)
-        self._admit(body, prompt_tokens)
-        if self.latency and self._stopping.wait(self.latency):
+        delay = self.latency + (self._rng.uniform(-1, 1) * self.latency_jitter if self.latency_jitter else 0.0)
+        if delay > 0 and self._stopping.wait(delay):
             return _Answer(drop=True)
         completion = self._complete(body, prompt_tokens)
         if not body.get("stream"):
@@ -1030,6 +1063,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--latency-jitter", type=float, default=0.0)
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--drop-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int)
@@ -1041,6 +1075,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context-window", type=_context_window, action="append", default=[],
                         metavar="MODEL=TOKENS")
     parser.add_argument("--batch-polls-to-complete", type=int, default=2)
+    parser.add_argument("--rate-window", type=float, default=1.0,
+                        help="seconds over which rpm/tpm are enforced: 1 (as OpenAI does) or 60")
     parser.add_argument("--fine-tune-durations", type=float, nargs=3, default=(0.5, 0.5, 1.0),
                         metavar=("VALIDATING", "QUEUED", "RUNNING"))
     parser.add_argument("--no-fine-tuning", action="store_true", help="answer job creation with 403")
@@ -1050,6 +1086,7 @@ def main(argv: list[str] | None = None) -> int:
         drop_rate=args.drop_rate, seed=args.seed, rpm=args.rpm, tpm=args.tpm, api_key=args.api_key,
         stream_usage=not args.no_stream_usage, supports_json_schema=not args.no_json_schema,
         context_windows=dict(args.context_window), batch_polls_to_complete=args.batch_polls_to_complete,
+        rate_window=args.rate_window, latency_jitter=args.latency_jitter,
         fine_tune_durations=tuple(args.fine_tune_durations), fine_tuning_allowed=not args.no_fine_tuning,
     )
     stop = threading.Event()

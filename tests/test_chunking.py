@@ -6,7 +6,11 @@ import random
 import re
 
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+try:  # Hugging Face tokenizers come with the local extra; without it those cases are deselected (-m "not local")
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+except ImportError:
+    Tokenizer = None
 
 from aigc.chunking import Block, group_blocks, markdown_blocks, select_relevant, split
 from aigc.errors import InputError
@@ -30,7 +34,7 @@ def prose(paragraphs: int, seed: int = 1, *, line_breaks: bool = False) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def word_level_tokenizer(text: str, *, truncate: int | None = None) -> Tokenizer:
+def word_level_tokenizer(text: str, *, truncate: int | None = None):
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator([text], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
@@ -60,7 +64,7 @@ def assert_whole_words(text: str, chunks: list[str]) -> None:
 class Wrapped:
     """Looks like a transformers fast tokenizer: the real one sits in ``backend_tokenizer``."""
 
-    def __init__(self, tok: Tokenizer) -> None:
+    def __init__(self, tok) -> None:
         self.backend_tokenizer = tok
 
 
@@ -71,24 +75,35 @@ class Encodes:
         return text.split()
 
 
+HF = ("hf-tokenizer", "transformers-like")
+
+
 def _counters():
-    hf = word_level_tokenizer(DOC)
-    return {
+    counters = {
         "o200k": (get_encoding("o200k_base"), lambda s: len(get_encoding("o200k_base").encode_ordinary(s))),
         "cl100k": (get_encoding("cl100k_base"), lambda s: len(get_encoding("cl100k_base").encode_ordinary(s))),
-        "hf-tokenizer": (hf, lambda s: len(hf.encode(s, add_special_tokens=False))),
-        "transformers-like": (Wrapped(hf), lambda s: len(hf.encode(s, add_special_tokens=False))),
         "encode-object": (Encodes(), lambda s: len(s.split())),
         "callable": (lambda s: len(s) // 4 + 1, lambda s: len(s) // 4 + 1),
     }
+    if Tokenizer is not None:
+        hf = word_level_tokenizer(DOC)
+        counters["hf-tokenizer"] = (hf, lambda s: len(hf.encode(s, add_special_tokens=False)))
+        counters["transformers-like"] = (Wrapped(hf), lambda s: len(hf.encode(s, add_special_tokens=False)))
+    return counters
 
 
 COUNTERS = _counters()
 
 
+def counter_names(*names: str) -> list:
+    """Counter names as parameters; the Hugging Face ones need the local extra."""
+    return [pytest.param(n, marks=pytest.mark.local) if n in HF else n
+            for n in (names or ("o200k", "cl100k", *HF, "encode-object", "callable"))]
+
+
 @pytest.mark.parametrize("markdown", [False, True], ids=["text", "markdown"])
 @pytest.mark.parametrize("max_tokens", [40, 700])
-@pytest.mark.parametrize("name", list(COUNTERS))
+@pytest.mark.parametrize("name", counter_names())
 def test_split_keeps_every_word_in_order_within_the_limit(name, max_tokens, markdown):
     counter, measure = COUNTERS[name]
     chunks = split(DOC, max_tokens, counter=counter, markdown=markdown)
@@ -123,6 +138,7 @@ def test_markdown_split_keeps_a_code_block_whole():
     assert code in split(text, limit, counter=enc, markdown=True)
 
 
+@pytest.mark.local
 def test_hf_tokenizer_truncation_is_ignored_and_left_alone():
     tok = word_level_tokenizer(DOC, truncate=8)
     chunks = split(DOC, 100, counter=tok)
@@ -132,7 +148,7 @@ def test_hf_tokenizer_truncation_is_ignored_and_left_alone():
     assert tok.truncation is not None  # the caller's tokenizer is unchanged
 
 
-@pytest.mark.parametrize("name", ["o200k", "hf-tokenizer", "callable"])
+@pytest.mark.parametrize("name", counter_names("o200k", "hf-tokenizer", "callable"))
 def test_overlap_repeats_the_last_words_of_each_chunk(name):
     counter, measure = COUNTERS[name]
     text = prose(20)

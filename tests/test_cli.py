@@ -92,9 +92,9 @@ def test_options_reach_the_request(server, article, capsys):
 def test_templates_list_and_show(capsys):
     assert run("templates", "list") == 0
     listing = capsys.readouterr().out
-    for name in ("news", "qa", "summarize", "translate"):
+    for name in ("news", "answer", "summarize", "translate"):
         assert name in listing
-    assert run("templates", "show", "qa") == 0
+    assert run("templates", "show", "qa") == 0  # the template's old name still works
     assert "{% block user %}" in capsys.readouterr().out
 
 

@@ -178,7 +178,7 @@ def test_precedence_explicit_over_file_over_env(tmp_path):
     env = {"AIGC_MODEL": "from-env", "AIGC_TEMPERATURE": "0.5", "AIGC_MAX_TOKENS": "77",
            "OPENAI_API_KEY": KEY}
     s = load_settings({"model": "explicit"}, env=env, config_file=config)
-    assert (s.model, s.temperature, s.max_tokens) == ("explicit", 0.1, 77)
+    assert (s.model, s.temperature, s.max_output_tokens) == ("explicit", 0.1, 77)  # AIGC_MAX_TOKENS: its old name
     assert s.key == KEY and s.resolved_backend() == "openai"
     assert load_settings({}, env={}, config_file=tmp_path / "none.toml").resolved_backend() == "local"
 

@@ -18,6 +18,7 @@ def doctor_json(capsys) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.local
 def test_doctor_reports_the_stack_and_backends(capsys):
     report = doctor_json(capsys)
     hw = report["hardware"]
@@ -36,3 +37,12 @@ def test_doctor_says_a_key_is_configured_but_never_shows_it(capsys, monkeypatch)
         main(["doctor"])
     text = capsys.readouterr().out
     assert "configured" in text and KEY not in text and KEY not in json.dumps(report)
+
+
+def test_doctor_says_which_backends_work_and_how_to_get_the_others(capsys):
+    report = doctor_json(capsys)
+    assert report["hardware"]["python_version"] and report["hardware"]["ram_total_bytes"] > 0
+    backends = {b["name"]: b for b in report["backends"]}
+    assert {"local", "openai", "fake"} <= set(backends) and not backends["openai"]["usable"]
+    if not backends["local"]["usable"]:  # a venv with only the base install
+        assert "pip install" in backends["local"]["note"]

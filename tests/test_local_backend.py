@@ -15,9 +15,8 @@ import time
 
 import pytest
 
-from aigc.backends.local import hardware
+from aigc.backends.local import DEFAULT_MODEL, LocalBackend, hardware
 from aigc.backends.local import models as local_models
-from aigc.backends.local import DEFAULT_MODEL, LocalBackend
 from aigc.config import load_settings
 from aigc.errors import BackendUnavailable, ConfigError, ContextLengthExceeded
 from aigc.types import ChatRequest, Completion, Message
@@ -198,7 +197,7 @@ def test_a_batch_gives_the_same_outputs_as_one_by_one(backend, one_by_one):
 def test_a_prompt_longer_than_the_context_window_is_refused(backend):
     with pytest.raises(ContextLengthExceeded, match="8192"):
         backend.generate(ask("word " * 9000))
-    with pytest.raises(ContextLengthExceeded, match="max_tokens"):
+    with pytest.raises(ContextLengthExceeded, match="max_output_tokens"):
         backend.generate(ask("Hi", max_tokens=8192))
 
 

@@ -8,13 +8,14 @@ import importlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..errors import BackendUnavailable
 from ..types import ChatRequest, Completion, Message, StreamDelta
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..models import ModelInfo
 
 
 @runtime_checkable
@@ -23,10 +24,15 @@ class Backend(Protocol):
 
     Backends raise :mod:`aigc.errors` types only (never their SDK's), so the single retry layer in
     :mod:`aigc.retry` can tell transient failures from permanent ones. Backends never retry.
+    Every member is declared here; :class:`BaseBackend` gives the optional ones their defaults.
     """
 
     name: str
     default_model: str
+    # True when many prompts are best sent together through generate_batch (local models on one device).
+    prefers_batches: bool
+    # True when answers carry the server's rate limits (Completion.limits), so a client can learn them.
+    reports_limits: bool
 
     def generate(self, request: ChatRequest) -> Completion: ...
 
@@ -38,6 +44,10 @@ class Backend(Protocol):
 
     def generate_batch(self, requests: list[ChatRequest]) -> list[Completion]: ...
 
+    def model_info(self, model: str) -> ModelInfo:
+        """The model's context window, output cap, prices and tokenizer."""
+        ...
+
     def count_tokens(self, messages: list[Message], model: str) -> int:
         """Prompt tokens these messages cost, as the backend bills or feeds them."""
         ...
@@ -46,22 +56,56 @@ class Backend(Protocol):
         """Tokens of a bare piece of text (for splitting documents)."""
         ...
 
-    def context_window(self, model: str) -> int: ...
+    def text_counter(self, model: str) -> Any:
+        """A tokenizer object that splitting can use directly (fast), or None to count with count_text."""
+        ...
 
-    def max_output_tokens(self, model: str) -> int: ...
+    def batch_api(self) -> Any:
+        """The provider's asynchronous batch service (see aigc.backends.openai.batches), or None."""
+        ...
 
     def close(self) -> None: ...
 
+    async def aclose(self) -> None: ...
+
 
 class BaseBackend(abc.ABC):
-    """Defaults shared by backends: async by thread, batches one by one."""
+    """Defaults shared by backends: async by thread, batches one by one, no batch service."""
 
     name = "base"
     default_model = ""
+    prefers_batches = False
+    reports_limits = False
 
     @abc.abstractmethod
     def generate(self, request: ChatRequest) -> Completion:
         """One completion for one request."""
+
+    @abc.abstractmethod
+    def model_info(self, model: str) -> ModelInfo:
+        """The model's limits, prices and tokenizer."""
+
+    @abc.abstractmethod
+    def count_tokens(self, messages: list[Message], model: str) -> int:
+        """Prompt tokens these messages cost."""
+
+    @abc.abstractmethod
+    def count_text(self, text: str, model: str) -> int:
+        """Tokens of a bare piece of text."""
+
+    def text_counter(self, model: str) -> Any:
+        return None
+
+    def batch_api(self) -> Any:
+        return None
+
+    def context_window(self, model: str) -> int:
+        """Shorthand for ``model_info(model).context_window``."""
+        return self.model_info(model).context_window
+
+    def max_output_tokens(self, model: str) -> int:
+        """Shorthand for ``model_info(model).max_output_tokens``."""
+        return self.model_info(model).max_output_tokens
 
     def stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
         completion = self.generate(request)
@@ -105,6 +149,10 @@ class BaseBackend(abc.ABC):
     def close(self) -> None:
         """Release clients or memory; nothing to do by default."""
         return None
+
+    async def aclose(self) -> None:
+        """Release async clients; then :meth:`close`."""
+        self.close()
 
     def __enter__(self):
         return self

@@ -26,6 +26,7 @@ from .base import BaseBackend
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..models import ModelInfo
 
 Reply = str | BaseException | Callable[[ChatRequest], str]
 
@@ -69,10 +70,10 @@ class FakeBackend(BaseBackend):
     def generate(self, request: ChatRequest) -> Completion:
         text = self._next_reply(request)
         finish = "stop"
-        if request.max_tokens is not None:
+        if request.max_output_tokens is not None:
             ids = self._enc.encode_ordinary(text)
-            if len(ids) > request.max_tokens:
-                text, finish = self._enc.decode(ids[: request.max_tokens]), "length"
+            if len(ids) > request.max_output_tokens:
+                text, finish = self._enc.decode(ids[: request.max_output_tokens]), "length"
         return Completion(
             text=text,
             finish_reason=finish,
@@ -104,8 +105,10 @@ class FakeBackend(BaseBackend):
     def text_counter(self, model: str):
         return self._enc
 
-    def context_window(self, model: str) -> int:
-        return self._context_window
+    def model_info(self, model: str) -> ModelInfo:
+        """The model table's entry (so prices behave as on the hosted API) with this fake's limits."""
+        from ..models import ModelTable
 
-    def max_output_tokens(self, model: str) -> int:
-        return self._max_output
+        info = ModelTable.cached(self.settings.models_file if self.settings else None).lookup(model)
+        return info.model_copy(update={"context_window": self._context_window,
+                                       "max_output_tokens": min(self._max_output, self._context_window)})

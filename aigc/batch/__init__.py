@@ -13,8 +13,8 @@ The parts: :mod:`~aigc.batch.job` (the job file), :mod:`~aigc.batch.inputs` (ite
 
 from __future__ import annotations
 
+from ..ratelimit import RateGate
 from .job import Job, load_job
-from .limiter import RateGate
 from .report import EXIT_BUDGET, EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, Failure, Progress, RunReport
 from .runner import JobLocked, Runner
 from .status import JobStatus, Plan, job_status, plan_job

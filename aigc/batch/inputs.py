@@ -152,6 +152,8 @@ def _scan_records(job: Job, keys: KeyMaker) -> list[Item]:
         except ValueError:
             error = f"{job.input_jsonl.name} {where} is not valid JSON"
         else:
+            if isinstance(value, dict):
+                value = _flattened(value)
             if not isinstance(value, dict):
                 error = f"{job.input_jsonl.name} {where} is not a JSON object"
             elif not isinstance(value.get("id"), str | int) or isinstance(value.get("id"), bool) \
@@ -171,14 +173,23 @@ def _scan_records(job: Job, keys: KeyMaker) -> list[Item]:
     return items
 
 
+def _flattened(value: dict[str, Any]) -> dict[str, Any]:
+    """A line of an OpenAI Batch API request file taken as a record: its ``custom_id`` is the record's id,
+    its ``body`` (messages, model, temperature...) the record's fields."""
+    if "id" not in value and "custom_id" in value and isinstance(value.get("body"), dict):
+        return {"id": value["custom_id"], **value["body"]}
+    return value
+
+
 def _record_problem(job: Job, record: dict[str, Any]) -> str | None:
     present = {k for k, v in record.items() if v is not None} | set(job.variables)
     missing = sorted(job.required_vars - present)
     if missing:
         return f"record {record['id']!r} has no {missing[0]!r}"
     value = record.get(job.input_var)
-    if value is not None and not isinstance(value, str):
-        return f"record {record['id']!r}: {job.input_var!r} must be text"
+    kind = job.declared.param(job.input_var).type if job.declared is not None else str
+    if value is not None and not isinstance(value, kind):
+        return f"record {record['id']!r}: {job.input_var!r} must be {'text' if kind is str else 'a list'}"
     if job.input_var not in present and job.template is None:
         return f"record {record['id']!r} has no {job.input_var!r}"
     return None

@@ -8,20 +8,17 @@ can start it from any working directory. Every mistake is found when the file is
 from __future__ import annotations
 
 import glob as globlib
-import inspect
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigError
+from ..tasks import Task, find_task, task_names
 
-__all__ = ["Job", "load_job", "BUILTIN_TASKS"]
-
-# Built-in tasks and the variable their input fills.
-BUILTIN_TASKS = {"summarize": "text", "translate": "text", "news": "facts", "answer": "context"}
+__all__ = ["Job", "load_job"]
 
 
 class _Section(BaseModel):
@@ -74,8 +71,11 @@ class LimitsSpec(_Section):
 
 
 class BudgetSpec(_Section):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
     max_cost_usd: float | None = Field(None, ge=0)
-    max_tokens: int | None = Field(None, ge=0)
+    # ``max_tokens`` is its earlier name, still accepted.
+    max_total_tokens: int | None = Field(None, ge=0, validation_alias=AliasChoices("max_total_tokens", "max_tokens"))
 
 
 class BatchApiSpec(_Section):
@@ -105,7 +105,8 @@ class Job:
     path: Path
     spec: JobFile
     name: str
-    task: str  # summarize, translate, news, answer, or generate (template jobs)
+    task: str  # a declared task's name (summarize, translate, answer, news, chat...), or generate (templates)
+    declared: Task | None  # that task's declaration; None for a template job
     template: str | None  # the template of a template job
     input_var: str  # the variable an input file's text fills
     allowed_vars: frozenset[str] | None  # built-in tasks: the variables they take; None: any
@@ -141,20 +142,6 @@ def _where(loc: tuple) -> str:
     if len(parts) >= 2:
         return f"[{parts[0]}] {'.'.join(parts[1:])}"
     return parts[0] if parts else "the file"
-
-
-def _task_params(task: str) -> tuple[frozenset[str], frozenset[str]]:
-    """(variables the built-in task takes, those it requires), read from its signature in the client."""
-    from ..client import TASK_SPECS
-
-    allowed, required = set(), set()
-    for p in inspect.signature(TASK_SPECS[task]).parameters.values():
-        if p.kind is inspect.Parameter.VAR_KEYWORD:
-            continue
-        allowed.add(p.name)
-        if p.default is inspect.Parameter.empty:
-            required.add(p.name)
-    return frozenset(allowed), frozenset(required)
 
 
 def _glob_root(job_dir: Path, pattern: str) -> Path:
@@ -195,6 +182,7 @@ def load_job(path: str | Path) -> Job:
 def _resolve(path: Path, spec: JobFile) -> Job:
     job_dir = path.parent
     where = str(path)
+    declared: Task | None = None
     if spec.template is not None:
         if spec.task not in (None, "generate"):
             raise ConfigError(f"{where}: give task or template, not both")
@@ -202,18 +190,23 @@ def _resolve(path: Path, spec: JobFile) -> Job:
         input_var = spec.input.input_var or "text"
         allowed, required = None, frozenset()
     else:
-        task, template = spec.task or "", None
-        if not task:
-            raise ConfigError(f"{where}: set task = one of {', '.join(BUILTIN_TASKS)}, or template = NAME")
-        if task == "generate":
+        template = None
+        tasks = ", ".join(t for t in task_names())
+        if not spec.task:
+            raise ConfigError(f"{where}: set task = one of {tasks}, or template = NAME")
+        if spec.task == "generate":
             raise ConfigError(f"{where}: task 'generate' needs template = NAME")
-        if task not in BUILTIN_TASKS:
-            raise ConfigError(f"{where}: unknown task {task!r}; choose one of {', '.join(BUILTIN_TASKS)}, "
+        declared = find_task(spec.task)
+        if declared is None or declared.input is None:
+            raise ConfigError(f"{where}: unknown task {spec.task!r}; choose one of {tasks}, "
                               "or set template = NAME for your own template")
         if spec.input.input_var is not None:
             raise ConfigError(f"{where}: [input] input_var is for template jobs only")
-        input_var = BUILTIN_TASKS[task]
-        allowed, required = _task_params(task)
+        if declared.template is None and spec.input.glob is not None:
+            raise ConfigError(f"{where}: task {declared.name!r} takes [input] jsonl: records with {declared.input!r}"
+                              " (an OpenAI Batch API request file is accepted as it is)")
+        task, input_var = declared.name, declared.input
+        allowed, required = frozenset(declared.names), declared.required
         unknown = sorted(set(spec.vars) - allowed)
         if unknown:
             raise ConfigError(f"{where}: [vars] {unknown[0]}: not a {task} variable; it takes "
@@ -225,7 +218,7 @@ def _resolve(path: Path, spec: JobFile) -> Job:
     templates_dir = (job_dir / spec.templates_dir) if spec.templates_dir else None
     if templates_dir is not None and not templates_dir.is_dir():
         raise ConfigError(f"{where}: templates_dir {templates_dir} does not exist")
-    job = Job(path=path, spec=spec, name=name, task=task, template=template, input_var=input_var,
+    job = Job(path=path, spec=spec, name=name, task=task, declared=declared, template=template, input_var=input_var,
               allowed_vars=allowed, required_vars=required, state_dir=state_dir.resolve(),
               templates_dir=templates_dir, variables=dict(spec.vars))
     if spec.input.glob is not None:

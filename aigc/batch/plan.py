@@ -17,60 +17,73 @@ from .inputs import Item, KeyMaker
 from .job import Job
 from .journal import ItemRow
 
-__all__ = ["open_client", "close_client", "task_spec", "key_maker", "Selection", "select", "new_run_id"]
+__all__ = ["open_client", "close_client", "item_call", "record_options", "key_maker", "Selection", "select",
+           "new_run_id"]
 
 
 def open_client(job: Job, *, use_cache: bool = True, budget: Budget | None = None):
-    """The AsyncClient a job runs with: its backend and model settings, one budget, the shared cache."""
+    """The AsyncClient a job runs with: its backend and model settings, its budget, rate limits, the shared
+    response cache and the job's name on every ledger row."""
     from ..client import AsyncClient
 
-    m = job.spec.model
-    client = AsyncClient(
+    m, limits = job.spec.model, job.spec.limits
+    return AsyncClient(
         backend=m.backend, model=m.model, base_url=m.base_url, temperature=m.temperature,
-        max_tokens=m.max_output_tokens, timeout=m.timeout, deadline=m.deadline, max_attempts=m.max_attempts,
+        max_output_tokens=m.max_output_tokens, timeout=m.timeout, deadline=m.deadline, max_attempts=m.max_attempts,
         templates_dir=job.templates_dir, budget=budget or Budget(allow_unknown_prices=True),
+        rpm=limits.rpm, tpm=limits.tpm, cache=use_cache, job=job.name,
         # One request at a time per item: with `concurrency` items in flight, at most `concurrency`
         # requests are ever in flight, which bounds what a crash can make us pay twice.
         concurrency=1,
     )
-    client.engine.job = job.name
-    if use_cache:
-        from ..cache import ResponseCache
-
-        client.engine.cache = ResponseCache.in_dir(client.settings.data_dir)
-    return client
 
 
 def close_client(client) -> None:
-    """Release what :func:`open_client` opened (sync clients only; runs use :meth:`Runner.run`)."""
-    client.backend.close()
-    for part in (client.engine.ledger, client.engine.cache):
-        if part is not None:
-            part.close()
+    """Release what :func:`open_client` opened (outside an event loop; runs use ``await client.aclose()``)."""
+    client.close()
 
 
-def task_spec(job: Job, variables: dict[str, Any]) -> tuple:
-    """(template name, variables, long-input variable, options) for one item, as the client plans a call."""
-    from ..client import TASK_SPECS
+# Fields of a chat record (an OpenAI Batch API request body) that set the request rather than the prompt.
+_RECORD_OPTIONS = {"model": "model", "temperature": "temperature", "top_p": "top_p", "stop": "stop",
+                   "seed": "seed", "max_tokens": "max_output_tokens", "max_completion_tokens": "max_output_tokens",
+                   "max_output_tokens": "max_output_tokens"}
 
-    if job.template is not None:
-        return TASK_SPECS["generate"](job.template, variables)
+
+def record_options(job: Job, record: dict[str, Any] | None) -> dict[str, Any]:
+    """A chat record's own request settings (model, temperature, max_tokens, response_format...)."""
+    if record is None or job.declared is None or job.declared.template is not None:
+        return {}
+    options = {_RECORD_OPTIONS[k]: v for k, v in record.items() if k in _RECORD_OPTIONS and v is not None}
+    fmt = record.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("json_schema"), dict):
+        options["schema"] = fmt["json_schema"]
+    elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        options["schema"] = {"name": "object", "schema": {"type": "object"}}
+    if isinstance(options.get("stop"), str):
+        options["stop"] = [options["stop"]]
+    return options
+
+
+def item_call(client, job: Job, variables: dict[str, Any], options: dict[str, Any] | None = None):
+    """The planned call (flow and engine) of one item, as the client plans any call of the task."""
     try:
-        return TASK_SPECS[job.task](**variables)
+        if job.template is not None:
+            return client.template_call(job.template, variables, dict(options or {}))
+        return client.prepare(job.declared, job.declared.check(variables), options or {})
     except TypeError as e:
         raise InputError(f"cannot {job.task} this item: {e}") from None
 
 
 def key_maker(job: Job, client) -> KeyMaker:
     """Keys for this job's items with this client's backend, model and template."""
-    name = job.template or task_spec(job, {v: "x" for v in job.required_vars})[0]
+    name = job.template or (job.declared.template if job.declared is not None else None)
     try:
-        source = client.templates.source(name)
+        source = client.templates.source(name) if name else ""
     except TemplateError as e:
         raise ConfigError(f"{job.path}: {e}") from None
     s = client.settings
-    return KeyMaker(job, template_name=name, template_source=source, backend=client.backend.name,
-                    model=client.model, temperature=s.temperature, max_output_tokens=s.max_tokens)
+    return KeyMaker(job, template_name=name or job.task, template_source=source, backend=client.backend.name,
+                    model=client.model, temperature=s.temperature, max_output_tokens=s.max_output_tokens)
 
 
 @dataclass

@@ -52,6 +52,10 @@ class Progress:
     tokens: int
     elapsed_s: float
     note: str = ""
+    pace_rpm: float | None = None  # requests and tokens per minute over the last few seconds
+    pace_tpm: float | None = None
+    limited_by: str | None = None  # requests, tokens, 429s or latency/concurrency
+    eta_s: float | None = None  # seconds left at the current rate of settling items
 
 
 @dataclass

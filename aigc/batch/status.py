@@ -13,7 +13,7 @@ from ..errors import AigcError, ConfigError
 from .inputs import Item, scan
 from .job import Job
 from .journal import BatchRow, ItemRow, Journal, RunRow
-from .plan import close_client, key_maker, open_client, select, task_spec
+from .plan import close_client, key_maker, open_client, record_options, select
 
 __all__ = ["JobStatus", "Plan", "job_status", "plan_job"]
 
@@ -62,7 +62,8 @@ def job_status(job: Job) -> JobStatus:
     client = open_client(job, use_cache=False)
     try:
         items = scan(job, key_maker(job, client))
-        ledger = client.engine.ledger.report(job=job.name)[0] if client.engine.ledger is not None else None
+        ledger = client.accounting.ledger
+        ledger = ledger.report(job=job.name)[0] if ledger is not None else None
     finally:
         close_client(client)
     status = JobStatus(job=job.name, job_file=str(job.path), total=len(items))
@@ -137,7 +138,6 @@ def plan_job(job: Job, *, retry_failed: bool = False, via: str = "direct") -> Pl
         plan = Plan(job=job.name, via=via, backend=client.backend.name, model=client.model, total=len(items),
                     done=pick.skipped_done, todo=len(pick.todo), skipped_failed=pick.skipped_failed,
                     held=pick.held)
-        engine = client.engine
         budget = job.spec.budget
         cost: float | None = 0.0
         tokens = 0
@@ -148,11 +148,15 @@ def plan_job(job: Job, *, retry_failed: bool = False, via: str = "direct") -> Pl
                 continue
             try:
                 variables = item.variables(job)
-                spec = task_spec(job, variables)
                 if job.template is not None:
-                    estimate = client.plan("generate", job.template, spec[1])
+                    estimate = client.plan("generate", job.template, variables, batch=via == "batch-api")
                 else:
-                    estimate = client.plan(job.task, **variables)
+                    estimate = client.plan(job.task, batch=via == "batch-api", **variables,
+                                           **record_options(job, item.record))
+            except TypeError as e:
+                plan.unusable += 1
+                plan.problems.append(f"{item.id}: cannot {job.task} this item: {e}")
+                continue
             except AigcError as e:
                 plan.unusable += 1
                 plan.problems.append(str(e))
@@ -161,15 +165,11 @@ def plan_job(job: Job, *, retry_failed: bool = False, via: str = "direct") -> Pl
             plan.prompt_tokens += estimate.prompt_tokens
             plan.max_output_tokens += estimate.max_output_tokens
             price = estimate.max_cost_usd
-            if via == "batch-api" and price is not None:
-                batch = engine.model_info(client.model).estimate_cost(
-                    estimate.prompt_tokens, estimate.max_output_tokens, batch=True)
-                price = batch if batch is not None else price
             cost = None if cost is None or price is None else cost + price
             tokens += estimate.prompt_tokens + estimate.max_output_tokens
-            if budget.max_cost_usd is not None or budget.max_tokens is not None:
+            if budget.max_cost_usd is not None or budget.max_total_tokens is not None:
                 plan.fits_budget = plan.fits_budget or 0
-                within = (budget.max_tokens is None or tokens <= budget.max_tokens) and (
+                within = (budget.max_total_tokens is None or tokens <= budget.max_total_tokens) and (
                     budget.max_cost_usd is None or (cost is not None and cost <= budget.max_cost_usd))
                 if within and not over:
                     plan.fits_budget += 1

@@ -4,7 +4,7 @@
     1  the backend failed (after retries), or the output was invalid
     2  bad input, template, configuration or usage
     3  budget reached: nothing more was sent
-    130 interrupted
+    130 interrupted (143: terminated)
 
 ``AIGC_DEBUG=1`` shows the traceback instead. (``aigc batch`` documents its own codes.)
 """
@@ -57,8 +57,10 @@ def _setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``aigc`` console script."""
-    from . import admin, batch, tune  # noqa: F401  (register tokens, usage, doctor; batch; tune)
+    from . import admin, batch, content, tune  # noqa: F401  (register their commands)
     from .app import app
+
+    content.register_task_commands()
 
     _setup_logging()
     debug = bool(os.environ.get("AIGC_DEBUG"))

@@ -6,7 +6,6 @@ configuration; 3 budget reached (the rest left pending); 75 another run of the j
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
@@ -54,8 +53,8 @@ class ProgressPrinter:
             bar = "#" * filled + "-" * (width - filled)
             cost = "" if p.cost_usd is None else f"  ${p.cost_usd:.4f}"
             line = (f"[{bar}] {p.finished}/{p.todo}  done {p.done}  failed {p.failed}{cost}  "
-                    f"{p.elapsed_s:.0f}s  {p.note}")
-            self.stream.write("\r" + line[:118].ljust(118))
+                    f"{p.elapsed_s:.0f}s{_eta(p)}{_pace(p)}  {p.note}")
+            self.stream.write("\r" + line[:150].ljust(150))
             self.stream.flush()
             self.drawn = True
             return
@@ -65,7 +64,7 @@ class ProgressPrinter:
         if step != self.last_step:
             self.last_step = step
             self.stream.write(f"aigc batch: {p.finished}/{p.todo} settled ({p.done} of {p.total} items done, "
-                              f"{p.failed} failed) after {p.elapsed_s:.0f}s\n")
+                              f"{p.failed} failed) after {p.elapsed_s:.0f}s{_eta(p)}{_pace(p)}\n")
             self.stream.flush()
         elif p.note and (p.note != self.last_note[0] and now - self.last_note[1] > 60):
             self.last_note = (p.note, now)
@@ -76,6 +75,18 @@ class ProgressPrinter:
         if self.tty and self.drawn:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _eta(p) -> str:
+    return f", ETA {p.eta_s:.0f}s" if p.eta_s and p.finished < p.todo else ""
+
+
+def _pace(p) -> str:
+    """The pace and what holds it back, e.g. ``; 1180 rpm, 146k tpm, limited by tokens``."""
+    if p.pace_rpm is None:
+        return ""
+    tpm = f"{p.pace_tpm / 1000:.0f}k" if (p.pace_tpm or 0) >= 10_000 else f"{p.pace_tpm:.0f}"
+    return f"; {p.pace_rpm:.0f} rpm, {tpm} tpm, limited by {p.limited_by}"
 
 
 def show_report(report) -> None:
@@ -98,6 +109,12 @@ def show_report(report) -> None:
             typer.echo(f"  ... and {len(r.failures) - 20} more (see the report)")
     for warning in r.warnings[:20]:
         typer.echo(f"note: {warning}")
+    if r.rate:
+        pace = r.rate.get("pace") or {}
+        learned = " (learned from the server)" if r.rate.get("learned") else ""
+        typer.echo(f"limits: {r.rate.get('rpm') or '-'} rpm, {r.rate.get('tpm') or '-'} tpm{learned}; "
+                   f"{r.rate.get('rate_limited', 0)} x 429; last pace {pace.get('rpm', 0):.0f} rpm, limited by "
+                   f"{pace.get('limited_by', '-')}")
     typer.echo(f"report: {r.report_path}")
 
 
@@ -138,6 +155,8 @@ def run(
     Exit codes: 0 all items done; 1 some items failed (listed in the report); 2 bad job file or
     configuration; 3 budget reached (the rest left pending); 75 another run of this job holds the lock.
     """
+    import asyncio
+
     from ..batch import EXIT_LOCKED, JobLocked, Runner, load_job, plan_job
 
     job = load_job(job_file)

@@ -6,13 +6,12 @@
 * **A finished batch job** (``JOB.toml``): every item the journal has as done becomes an example, its
   prompt rendered as the job sent it and its output as the reply: distil a hosted model into the local one.
 
-This module is tune's one link to tasks and templates (``aigc.client.TASK_SPECS``, :mod:`aigc.templates`)
-and to batch jobs (:mod:`aigc.batch`).
+This module is tune's one link to declared tasks and templates (rendered through the client's
+``build_request``, as every call renders them) and to batch jobs (:mod:`aigc.batch`).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +31,8 @@ class BuildResult:
     skipped: list[str] = field(default_factory=list)
 
 
-def _messages(template: Any, variables: dict[str, Any], reply: str) -> dict[str, Any]:
-    rendered = template.render(**variables)
-    chat = [{"role": m.role, "content": m.content} for m in rendered]
+def _chat(request: Any, reply: str) -> dict[str, Any]:
+    chat = [{"role": m.role, "content": m.content} for m in request.messages]
     return {"messages": [*chat, {"role": "assistant", "content": reply}]}
 
 
@@ -42,48 +40,50 @@ def from_pairs(path: str | Path, *, task: str | None = None, template: str | Non
                output_field: str = "output", input_field: str | None = None,
                templates_dir: str | Path | None = None, variables: dict[str, Any] | None = None) -> BuildResult:
     """Chat examples from a JSONL file of records: the record's fields (minus ``id`` and ``output_field``)
-    fill ``task`` (summarize, translate, answer, news) or ``template``; ``output_field`` is the reply.
-    ``input_field`` names the field that holds the task's input when it is not called as the task calls it."""
-    from ..batch.job import BUILTIN_TASKS
-    from ..client import TASK_SPECS
-    from ..templates import TemplateLibrary
+    fill ``task`` (summarize, translate, answer, news, or any declared task) or ``template``; ``output_field``
+    is the reply. ``input_field`` names the field that holds the task's input when it is called otherwise."""
+    from ..backends.fake import FakeBackend
+    from ..client import Client
 
     if (task is None) == (template is None):
         raise ConfigError("give a task (--task summarize) or a template (--template NAME), not both")
-    if task is not None and task not in BUILTIN_TASKS:
-        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(BUILTIN_TASKS)}")
-    library = TemplateLibrary(Path(templates_dir) if templates_dir else None)
-    target = BUILTIN_TASKS.get(task or "", "text")
-    allowed = None if task is None else set(inspect.signature(TASK_SPECS[task]).parameters) - {"opts"}
     result = BuildResult()
     source = Path(path)
-    for number, line in enumerate(decode_text(source.read_bytes(), str(source)).splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{source.name} line {number}"
-        try:
-            record = json.loads(line)
-        except ValueError:
-            result.skipped.append(f"{where}: not valid JSON")
-            continue
-        if not isinstance(record, dict) or not isinstance(record.get(output_field), str) \
-                or not record[output_field].strip():
-            result.skipped.append(f"{where}: no text in {output_field!r}")
-            continue
-        fields = {k: v for k, v in record.items() if k not in ("id", output_field)}
-        if input_field is not None:
-            if input_field not in fields:
-                result.skipped.append(f"{where}: no {input_field!r}")
+    # Only the rendering is used: a fake backend, so no model is loaded and nothing is sent.
+    with Client(backend=FakeBackend(), ledger=False, templates_dir=templates_dir) as client:
+        declared = client.template_task(template) if template else client.task(task)
+        if declared.template is None:
+            raise ConfigError(f"task {declared.name!r} takes chat messages; its records are training examples "
+                              "already (validate them with aigc tune validate)")
+        target = declared.input or "text"
+        allowed = set(declared.names) if task is not None else None  # a template takes any variables
+        for number, line in enumerate(decode_text(source.read_bytes(), str(source)).splitlines(), 1):
+            if not line.strip():
                 continue
-            fields[target] = fields.pop(input_field)
-        values = {**(variables or {}), **fields}
-        if allowed is not None:
-            values = {k: v for k, v in values.items() if k in allowed}
-        try:
-            spec = TASK_SPECS["generate"](template, values) if template else TASK_SPECS[task](**values)
-            result.examples.append(_messages(library.get(spec[0]), spec[1], record[output_field]))
-        except (TypeError, InputError, TemplateError) as e:
-            result.skipped.append(f"{where}: {e}")
+            where = f"{source.name} line {number}"
+            try:
+                record = json.loads(line)
+            except ValueError:
+                result.skipped.append(f"{where}: not valid JSON")
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get(output_field), str) \
+                    or not record[output_field].strip():
+                result.skipped.append(f"{where}: no text in {output_field!r}")
+                continue
+            fields = {k: v for k, v in record.items() if k not in ("id", output_field)}
+            if input_field is not None:
+                if input_field not in fields:
+                    result.skipped.append(f"{where}: no {input_field!r}")
+                    continue
+                fields[target] = fields.pop(input_field)
+            values = {**(variables or {}), **fields}
+            if allowed is not None:
+                values = {k: v for k, v in values.items() if k in allowed}
+            try:
+                request = client.build_request(declared, declared.check(values), {})
+                result.examples.append(_chat(request, record[output_field]))
+            except (TypeError, InputError, TemplateError) as e:
+                result.skipped.append(f"{where}: {e}")
     return result
 
 
@@ -92,7 +92,7 @@ def from_job(job_file: str | Path) -> BuildResult:
     from ..batch.inputs import scan
     from ..batch.job import load_job
     from ..batch.journal import Journal
-    from ..batch.plan import close_client, key_maker, open_client, task_spec
+    from ..batch.plan import close_client, key_maker, open_client, record_options
 
     job = load_job(job_file)
     if not job.journal_path.exists():
@@ -100,6 +100,7 @@ def from_job(job_file: str | Path) -> BuildResult:
     client = open_client(job, use_cache=False)
     result = BuildResult()
     try:
+        declared = job.declared if job.declared is not None else client.template_task(job.template)
         items = scan(job, key_maker(job, client))
         with Journal(job.journal_path) as journal:
             rows = journal.rows(i.key for i in items)
@@ -110,13 +111,12 @@ def from_job(job_file: str | Path) -> BuildResult:
                 continue
             try:
                 reply = row.text if row.text is not None else _read_output(item.output)
-                spec = task_spec(job, item.variables(job))
-                request = client.build_request(spec[0], spec[1], spec[3])
-            except InputError as e:
+                options = {k: v for k, v in record_options(job, item.record).items() if k != "schema"}
+                request = client.build_request(declared, declared.check(item.variables(job)), options)
+            except (InputError, TemplateError) as e:
                 result.skipped.append(f"{item.id}: {e}")
                 continue
-            chat = [{"role": m.role, "content": m.content} for m in request.messages]
-            result.examples.append({"messages": [*chat, {"role": "assistant", "content": reply}]})
+            result.examples.append(_chat(request, reply))
     finally:
         close_client(client)
     return result

@@ -116,7 +116,7 @@ def hosted(
 def _check_budget(estimate: float | None, tokens: int, max_cost_usd: float | None, budget: Budget | None,
                   settings: Settings, model: str) -> Reservation | None:
     """BudgetExceeded before anything is uploaded when the estimated training cost could pass a cap."""
-    cap = max_cost_usd if max_cost_usd is not None else settings.budget_usd
+    cap = max_cost_usd if max_cost_usd is not None else settings.max_cost_usd
     if cap is not None:
         if estimate is None:
             raise BudgetExceeded(f"the training cost of {model} is unknown (no training price in the model table) "

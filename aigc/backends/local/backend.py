@@ -20,21 +20,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendError, ContextLengthExceeded
-from ...types import ChatRequest, Completion, Message, StreamDelta, Usage
-from . import models as local_models
+from ...types import DEFAULT_MAX_OUTPUT_TOKENS, ChatRequest, Completion, Message, StreamDelta, Usage
 from ..base import BaseBackend
+from . import models as local_models
 from .batcher import MicroBatcher
 from .models import DEFAULT_MODEL, LoadedModel
 
 if TYPE_CHECKING:
     from ...config import Settings
+    from ...models import ModelInfo
 
 __all__ = ["LocalBackend", "DEFAULT_MODEL"]
 
 log = logging.getLogger("aigc.local")
 
 _request_ids = itertools.count(1)
-_DEFAULT_MAX_TOKENS = 512
 _JSON_INSTRUCTION = (
     "\n\nReply with JSON only: one JSON value that matches this JSON Schema, "
     "with no other text and no code fences.\nJSON Schema:\n{schema}"
@@ -147,32 +147,35 @@ class LocalBackend(BaseBackend):
     def count_text(self, text: str, model: str) -> int:
         return len(self._encode(self._get(model), text))
 
-    def context_window(self, model: str) -> int:
-        return self._get(model).context_window
+    def model_info(self, model: str) -> ModelInfo:
+        """The loaded model's window (its output may fill it); no price: the compute is yours."""
+        from ...models import ModelInfo
 
-    def max_output_tokens(self, model: str) -> int:
-        return self._get(model).context_window
+        lm = self._get(model)
+        return ModelInfo(name=lm.name, context_window=lm.context_window, max_output_tokens=lm.context_window,
+                         encoding=None, tokenizer=lm.name, input_price=0.0, output_price=0.0,
+                         batch_input_price=0.0, batch_output_price=0.0, backend="local")
 
     # --- generating ------------------------------------------------------------------------------------------
 
     def _plan(self, lm: LoadedModel, request: ChatRequest) -> _Job:
         ids = self._prompt_ids(lm, request.messages, request.json_schema)
         ctx, n = lm.context_window, len(ids)
-        if request.max_tokens is not None:
-            if n + request.max_tokens > ctx:
+        if request.max_output_tokens is not None:
+            if n + request.max_output_tokens > ctx:
                 raise ContextLengthExceeded(
-                    f"the prompt is {n} tokens and max_tokens is {request.max_tokens}, but {lm.name} holds "
-                    f"{ctx} tokens; shorten the input or lower max_tokens",
+                    f"the prompt is {n} tokens and max_output_tokens is {request.max_output_tokens}, but "
+                    f"{lm.name} holds {ctx} tokens; shorten the input or lower max_output_tokens",
                     code="context_length_exceeded",
                 )
-            max_new = request.max_tokens
+            max_new = request.max_output_tokens
         else:
             if n >= ctx:
                 raise ContextLengthExceeded(
                     f"the prompt is {n} tokens but {lm.name} holds {ctx}; shorten the input",
                     code="context_length_exceeded",
                 )
-            max_new = min(self.settings.max_tokens or _DEFAULT_MAX_TOKENS, ctx - n)
+            max_new = min(self.settings.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS, ctx - n)
         temperature = request.temperature if request.temperature is not None else self.settings.temperature
         return _Job(request, ids, max_new, temperature)
 

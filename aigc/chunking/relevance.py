@@ -1,0 +1,60 @@
+"""Choosing the chunks that best answer a question, within a token budget (BM25 over words)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter as _Bag
+from collections.abc import Sequence
+from typing import Any
+
+from .packing import _sizer
+
+__all__ = ["select_relevant"]
+
+# ---------------------------------------------------------------------------------------------------------
+# Relevance
+
+# Kana, CJK ideographs and Hangul count one character per term; other scripts count runs of word characters.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_TERM = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
+
+
+def _terms(text: str) -> list[str]:
+    return _TERM.findall(text.lower())
+
+
+def select_relevant(chunks: Sequence[str], question: str, room_tokens: int, counter: Any) -> list[int]:
+    """Indices, in document order, of the chunks that best answer ``question`` within ``room_tokens``.
+
+    Chunks are ranked by BM25 (k1=1.5, b=0.75) over lower-cased word terms of the question (single
+    characters for Chinese, Japanese and Korean), ties going to the earlier chunk, and taken in rank order
+    while they fit; a chunk too big for what is left is skipped for smaller ones further down. Chunks that
+    share no term with the question still fill leftover room, earliest first.
+    """
+    if not chunks:
+        return []
+    sizer = _sizer(counter, None)
+    docs = [_Bag(_terms(c)) for c in chunks]
+    lengths = [sum(d.values()) for d in docs]
+    avg = (sum(lengths) / len(docs)) or 1.0
+    query = set(_terms(question))
+    df = {t: sum(1 for d in docs if t in d) for t in query}
+    k1, b = 1.5, 0.75
+    scores = []
+    for d, length in zip(docs, lengths, strict=True):
+        score = 0.0
+        for t in query:
+            tf = d.get(t, 0)
+            if tf:
+                idf = math.log(1 + (len(docs) - df[t] + 0.5) / (df[t] + 0.5))
+                score += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avg))
+        scores.append(score)
+    order = sorted(range(len(chunks)), key=lambda k: (-scores[k], k))
+    sizes = sizer.count_many(list(chunks))
+    room, keep = room_tokens, []
+    for k in order:
+        if sizes[k] <= room:
+            keep.append(k)
+            room -= sizes[k]
+    return sorted(keep)

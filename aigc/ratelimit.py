@@ -1,0 +1,450 @@
+"""One rate gate per client (and per batch run): requests and tokens per minute, learned from the server,
+paced, and a common cooldown after a 429.
+
+**The books.** OpenAI states limits per minute but enforces them over short windows: 1,200 requests per minute
+means at most 20 in any one second, and a token limit counts each request's prompt tokens plus its maximum
+output tokens when it is admitted. The gate keeps the same books as the server — a sliding one-second share
+of each limit (one request per ``60/rpm`` seconds for limits under 60 a minute), and the whole minute — so a
+request is only sent when the server will accept it. Within those windows requests are paced, one every
+``window / n`` seconds, so they leave one by one rather than in bursts, and take their turn in order.
+
+**The limits.** Configured ``rpm``/``tpm`` are a ceiling; the server's ``x-ratelimit-limit-*`` headers are the
+truth when lower. With none configured, the limits are learned from the first answers: until then only a
+handful of requests go out (a server that sends no such headers is not limited after that handful).
+
+**The pace** (additive/multiplicative, like TCP's congestion window). A second may take ``boost`` one-second
+shares, starting at 1: servers that count over whole minutes let a small job go much faster. While the
+headers show more than half of the minute's budget left and no 429 has come back, the boost grows by a fifth
+every fifth of a second (or every 1.5 round trips, if longer, so the answers to one raise come back before
+the next); a 429 drops it to 1 at once and keeps it there (the server counts over short windows), and a
+budget running low shrinks it again. The minute window keeps the whole run under the limit.
+
++------------------------------+-----------------------------------------------+
+| the server says              | the gate does                                 |
++==============================+===============================================+
+| ``x-ratelimit-limit-*``      | takes the lower of it and the configured limit |
+| > 50 % remaining, no 429     | raises the pace by 20 % every 0.2 s+ (≤ 60×)   |
+| < 25 % remaining             | halves the pace (not below one share)          |
+| 429 (+ Retry-After)          | pace back to one share for good; everyone      |
+|                              | waits out the Retry-After, then goes paced     |
+| 5xx / dropped connection     | nothing: the attempt keeps its place (counted) |
++------------------------------+-----------------------------------------------+
+
+The gate schedules rather than polls: under a plain lock, :meth:`RateGate.reserve` finds the earliest moment
+the request fits, books it there, and returns how long to wait. The caller then sleeps — ``time.sleep`` in
+threads, ``asyncio.sleep`` in tasks — so one gate serves sync code, async code and threads alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["RateGate", "Window", "Slot"]
+
+# Margin for the time between our clock and the server's: a request admitted here at t reaches the
+# server's books a few milliseconds later, and those delays vary. A 429 at the plain pace widens the margin
+# by WIDEN (a busy machine delivers less evenly); every QUIET admissions without one halve the extra again.
+GUARD_S = 0.02
+WIDEN = 0.02
+MAX_GUARD_S = 0.25
+QUIET = 200
+# Bookings keep at least this fraction of the even spacing apart (for 20 a second: 25 ms), so requests
+# leave one by one rather than in bursts; the windows decide the rate.
+SPREAD = 0.5
+# After a 429 without a Retry-After, everyone waits this long.
+DEFAULT_COOLDOWN_S = 1.0
+MAX_COOLDOWN_S = 60.0
+# Learning the limits: requests allowed in flight before an answer says them, and how often to look again.
+PROBE = 4
+POLL_S = 0.05
+# The pace: raised by RAISE every RAISE_EVERY seconds (or 1.5 round trips, if longer: the answers to the
+# last raise come back before the next) while over HIGH of the budget is left; lowered by LOWER under LOW;
+# never above MAX_BOOST one-second shares in a second.
+RAISE, RAISE_EVERY, HIGH, LOW, LOWER, MAX_BOOST = 1.2, 0.2, 0.5, 0.25, 0.5, 60.0
+RECENT_S = 10.0  # the span over which the current pace and what limits it are reported
+
+# The slot the current thread or task took last, so a rejected attempt can give it back.
+_LAST: ContextVar[Slot | None] = ContextVar("aigc_rate_slot", default=None)
+
+
+def share(per_minute: float) -> tuple[float, float]:
+    """(window seconds, capacity) enforcing a per-minute limit the way the server does."""
+    return (1.0, per_minute / 60) if per_minute >= 60 else (60 / per_minute, 1.0)
+
+
+class Window:
+    """A sliding window: at most ``capacity`` units admitted in any ``seconds``. Bookings may lie in the
+    future and need not come in order: a small request can take a gap before a large one booked later."""
+
+    def __init__(self, capacity: float, seconds: float, *, exact: bool = True) -> None:
+        self.capacity = capacity
+        self.seconds = seconds
+        self.exact = exact  # False: a cheaper, stricter check (all bookings after t - seconds count)
+        self._times: list[float] = []  # sorted
+        self._amounts: list[float] = []
+
+    def prune(self, now: float) -> None:
+        """Forget bookings that no window from ``now`` on can contain."""
+        cut = bisect.bisect_right(self._times, now - self.seconds)
+        if cut:
+            del self._times[:cut], self._amounts[:cut]
+
+    def _load(self, x: float) -> float:
+        """Units booked in (x - seconds, x]."""
+        lo = bisect.bisect_right(self._times, x - self.seconds + _EPS)
+        return sum(self._amounts[lo:bisect.bisect_right(self._times, x + _EPS)])
+
+    def fits(self, t: float, amount: float) -> bool:
+        """Whether ``amount`` booked at ``t`` keeps every window within capacity. A request larger than the
+        whole capacity fits into an empty window, as the server allows."""
+        if not self.exact:
+            lo = bisect.bisect_right(self._times, t - self.seconds + _EPS)
+            peak = sum(self._amounts[lo:])
+        else:  # the load can only peak at t or where a later booking enters
+            lo = bisect.bisect_right(self._times, t + _EPS)
+            hi = bisect.bisect_left(self._times, t + self.seconds - _EPS)
+            peak = max([self._load(t), *(self._load(x) for x in self._times[lo:hi])])
+        return peak + amount <= self.capacity + _EPS or peak == 0
+
+    def earliest(self, t0: float, amount: float) -> float:
+        """The earliest moment from ``t0`` on at which ``amount`` fits."""
+        if self.fits(t0, amount):
+            return t0
+        for t in sorted({b + self.seconds for b in self._times if b + self.seconds > t0}):
+            if self.fits(t, amount):
+                return t
+        return max(t0, self._times[-1] + self.seconds)
+
+    def wait(self, now: float, amount: float) -> float:
+        """Seconds after ``now`` until ``amount`` fits (0 if it fits then)."""
+        return self.earliest(now, amount) - now
+
+    def add(self, when: float, amount: float) -> tuple[float, float]:
+        i = bisect.bisect_right(self._times, when)
+        self._times.insert(i, when)
+        self._amounts.insert(i, amount)
+        return (when, amount)
+
+    def remove(self, entry: tuple[float, float]) -> None:
+        """Give back a place taken by :meth:`add` (if it has not left the window already)."""
+        lo = bisect.bisect_left(self._times, entry[0])
+        for i in range(lo, len(self._times)):
+            if self._times[i] != entry[0]:
+                return
+            if self._amounts[i] == entry[1]:
+                del self._times[i], self._amounts[i]
+                return
+
+
+_EPS = 1e-9
+
+
+@dataclass
+class Slot:
+    """A booked moment to send one attempt, and its places in the windows."""
+
+    gate: RateGate
+    at: float
+    places: list[tuple[Window, tuple[float, float]]] = field(default_factory=list)
+    epoch: int = 0  # the gate's cooldown count when it was booked: a later 429 voids it
+    probe: bool = False  # sent before the limits were known: counts against the handful allowed in flight
+
+
+@dataclass
+class _Limit:
+    """One limit (requests or tokens): its one-second share and its whole minute."""
+
+    per_minute: float
+    tokens: bool
+    share: Window = field(init=False)
+    minute: Window = field(init=False)
+    span: float = field(init=False)
+    base: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.span, self.base = share(self.per_minute)
+        self.share = Window(self.base, self.span)
+        self.minute = Window(self.per_minute, 60.0)
+
+    def fit(self, guard: float, boost: float) -> None:
+        self.share.seconds, self.share.capacity = self.span + guard, self.base * boost
+        self.minute.seconds = 60.0 + guard
+
+
+class RateGate:
+    """Requests and tokens per minute for everything one client sends: ``await gate.acquire(tokens)`` in
+    async code, ``gate.acquire_blocking(tokens)`` in threads, before every attempt (retries included);
+    ``gate.observe(limits)`` with what each answer's headers said."""
+
+    def __init__(self, rpm: float | None = None, tpm: float | None = None, *, learn: bool = False,
+                 guard: float = GUARD_S, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 sleep_blocking: Callable[[float], None] = time.sleep) -> None:
+        self.ceiling = (rpm, tpm)
+        self.learn = learn
+        self._clock, self._sleep, self._sleep_blocking = clock, sleep, sleep_blocking
+        self._lock = threading.Lock()
+        self._base_guard = self._guard = guard
+        self._limits: dict[str, _Limit] = {}
+        self._boost, self._pinned = 1.0, False
+        self.rpm: float | None = None
+        self.tpm: float | None = None
+        self._set_limits(rpm, tpm)
+        self._raised = self._last_429 = float("-inf")
+        self._probing, self._silent, self._heard = 0, 0, False
+        self._rtt = 0.0  # a moving average of how long an attempt takes, from its slot to its answer
+        self._booked: list[float] = []  # booked moments of the last second and the future, sorted
+        self._pace_by = "requests"
+        self._cool_until = 0.0
+        self._epoch = 0
+        self._quiet = 0
+        self.acquired = self.refunds = self.penalties = 0
+        self.waited_s = 0.0
+        self.waits: Counter[str] = Counter()  # seconds waited, by what held the request back
+        self._recent: deque[tuple[float, int, str, float]] = deque()  # (time, tokens, reason, wait)
+
+    # -- the limits in force ----------------------------------------------------------------------------
+    def _set_limits(self, rpm: float | None, tpm: float | None) -> None:
+        for name, value, tokens in (("requests", rpm, False), ("tokens", tpm, True)):
+            current = self._limits.get(name)
+            if not value:
+                self._limits.pop(name, None)
+            elif current is None or current.per_minute != value:
+                self._limits[name] = _Limit(value, tokens)
+        self.rpm, self.tpm = rpm, tpm
+        for limit in self._limits.values():
+            limit.fit(self._guard, self._boost)
+
+    @property
+    def active(self) -> bool:
+        """False for a gate that holds nothing back (no limits known, none to learn)."""
+        return bool(self._limits) or (self.learn and not self._heard and self._silent < PROBE)
+
+    # -- booking --------------------------------------------------------------------------------------
+    def reserve(self, tokens: int) -> tuple[Slot | None, float]:
+        """Book the earliest moment a request of ``tokens`` (prompt + max output) may be sent: the slot and
+        the seconds to wait for it; or (None, seconds) while the limits are being learned."""
+        with self._lock:
+            now = self._clock()
+            if not self._limits:
+                probe = self.learn and not self._heard and self._silent < PROBE
+                if probe and self._probing >= PROBE:
+                    return None, POLL_S
+                self._probing += probe
+                self.acquired += 1
+                return Slot(self, now, epoch=self._epoch, probe=probe), 0.0
+            at = max(now, self._cool_until)
+            reason = "429s" if at > now else ""
+            gap, self._pace_by = self._spacing(tokens)
+            for limit in self._limits.values():
+                limit.share.prune(now)
+                limit.minute.prune(now)
+            for _ in range(16):  # a fit in one window can push past another's; settles in a step or two
+                start = at
+                for name, limit in self._limits.items():
+                    amount = tokens if limit.tokens else 1
+                    fit = max(limit.share.earliest(at, amount), limit.minute.earliest(at, amount))
+                    if fit > at:
+                        at, reason = fit, name
+                spaced = self._spaced(at, gap)
+                if spaced > at:
+                    at, reason = spaced, self._pace_by
+                if at == start:
+                    break
+            slot = Slot(self, at, epoch=self._epoch)
+            for limit in self._limits.values():
+                amount = tokens if limit.tokens else 1
+                slot.places += [(limit.share, limit.share.add(at, amount)),
+                                (limit.minute, limit.minute.add(at, amount))]
+            bisect.insort(self._booked, at)
+            del self._booked[:bisect.bisect_left(self._booked, now - 1.0)]
+            self.acquired += 1
+            self._quiet += 1
+            if self._quiet >= QUIET and self._guard > self._base_guard:
+                self._set_guard(self._base_guard + (self._guard - self._base_guard) / 2)
+            self._account(now, tokens, reason, at - now)
+            return slot, at - now
+
+    def _spacing(self, tokens: int) -> tuple[float, str]:
+        """How far apart bookings stay (a fraction of the even spacing the tightest limit allows), so that
+        requests leave one by one rather than in bursts; and that limit's name."""
+        gap, by = 0.0, "requests"
+        for name, limit in self._limits.items():
+            amount = tokens if limit.tokens else 1
+            g = SPREAD * limit.share.seconds / max(1, int(limit.share.capacity // amount))
+            if g > gap:
+                gap, by = g, name
+        return gap, by
+
+    def _spaced(self, t: float, gap: float) -> float:
+        """The first moment from ``t`` on that is at least ``gap`` away from every other booking."""
+        i = bisect.bisect_left(self._booked, t - gap + _EPS)
+        while i < len(self._booked) and self._booked[i] < t + gap - _EPS:
+            t = self._booked[i] + gap
+            i += 1
+        return t
+
+    def _account(self, now: float, tokens: int, reason: str, wait: float) -> None:
+        self.waited_s += wait
+        if reason and wait > 0:
+            self.waits[reason] += wait
+        self._recent.append((now, tokens, reason, wait))
+        while self._recent and self._recent[0][0] < now - RECENT_S:
+            self._recent.popleft()
+
+    def _check(self, slot: Slot | None, tokens: int) -> tuple[Slot | None, float]:
+        """After a wait: the slot, or a new one if a 429 voided it (everyone is paced again after the
+        cooldown rather than all going at once), and the seconds still to wait."""
+        if slot is None or slot.epoch != self._epoch:
+            if slot is not None:
+                self._release(slot)
+            return self.reserve(tokens)
+        return slot, slot.at - self._clock()
+
+    async def acquire(self, tokens: int) -> Slot:
+        """Wait (asyncio) until a request of ``tokens`` may be sent, and count it."""
+        slot, wait = self.reserve(tokens)
+        while slot is None or wait > 0:
+            await self._sleep(wait)
+            slot, wait = self._check(slot, tokens)
+        _LAST.set(slot)
+        return slot
+
+    def acquire_blocking(self, tokens: int) -> Slot:
+        """Wait (this thread) until a request of ``tokens`` may be sent, and count it."""
+        slot, wait = self.reserve(tokens)
+        while slot is None or wait > 0:
+            self._sleep_blocking(wait)
+            slot, wait = self._check(slot, tokens)
+        _LAST.set(slot)
+        return slot
+
+    def finished(self, slot: Slot | None) -> None:
+        """The attempt of ``slot`` has its answer (or its error): a probe makes room for the next."""
+        if slot is None:
+            return
+        with self._lock:
+            self._rtt = 0.8 * self._rtt + 0.2 * max(0.0, self._clock() - slot.at)
+            if slot.probe:
+                slot.probe = False
+                self._probing -= 1
+
+    def _release(self, slot: Slot) -> None:
+        with self._lock:
+            for window, entry in slot.places:
+                window.remove(entry)
+            if slot.places and (i := bisect.bisect_left(self._booked, slot.at)) < len(self._booked) \
+                    and self._booked[i] == slot.at:
+                del self._booked[i]
+            slot.places = []
+
+    # -- what the server said -------------------------------------------------------------------------
+    def observe(self, limits: dict[str, float] | None) -> None:
+        """An answer came back; ``limits`` is what its ``x-ratelimit-*`` headers said (None: nothing)."""
+        with self._lock:
+            if not limits or not ("limit_requests" in limits or "limit_tokens" in limits):
+                self._silent += 1
+                return
+            self._heard = True
+            if self.learn or self._limits:
+                rpm, tpm = (_lower(ceiling, limits.get(f"limit_{unit}"))
+                            for ceiling, unit in zip(self.ceiling, ("requests", "tokens"), strict=True))
+                if (rpm, tpm) != (self.rpm, self.tpm):
+                    self._set_limits(rpm, tpm)
+            self._adapt(limits)
+
+    def _adapt(self, limits: dict[str, float]) -> None:
+        """Raise or lower the pace from how much of the minute's budget is left (called holding the lock)."""
+        left = [limits[f"remaining_{u}"] / limits[f"limit_{u}"] for u in ("requests", "tokens")
+                if limits.get(f"limit_{u}") and f"remaining_{u}" in limits]
+        if not left or not self._limits:
+            return
+        now = self._clock()
+        if min(left) < LOW and self._boost > 1:
+            self._boost = max(1.0, self._boost * LOWER)
+        elif (min(left) > HIGH and not self._pinned and now - self._raised >= max(RAISE_EVERY, 1.5 * self._rtt)
+              and now - self._last_429 > 2 * RAISE_EVERY):
+            self._boost, self._raised = min(MAX_BOOST, self._boost * RAISE), now
+        else:
+            return
+        for limit in self._limits.values():
+            limit.fit(self._guard, self._boost)
+
+    def refund(self, slot: Slot | None = None) -> None:
+        """The attempt never counted at the server (it was refused before being admitted, e.g. a 429 for
+        the request itself): give its places back. Without a slot, the caller's last one."""
+        if slot is None:
+            slot = _LAST.get()
+            _LAST.set(None)
+        if slot is None or slot.gate is not self or not slot.places:
+            return
+        self._release(slot)
+        with self._lock:
+            self.refunds += 1
+
+    def penalize(self, retry_after: float | None) -> None:
+        """A 429 came back: nobody sends again before the server's Retry-After has passed, and the pace goes
+        back to one share a second for good."""
+        pause = DEFAULT_COOLDOWN_S if retry_after is None else min(max(retry_after, 0.0), MAX_COOLDOWN_S)
+        with self._lock:
+            now = self._clock()
+            self.penalties += 1
+            self._last_429 = now
+            self._cool_until = max(self._cool_until, now + pause)
+            # Slots booked before now are void: their holders book again, paced from the cooldown's end.
+            self._epoch += 1
+            if self._boost > 1:  # the pace had outrun the server's windows: back to one share, for good
+                self._boost = 1.0
+            else:  # at the plain pace: our clock and the server's disagree by more than the margin
+                self._set_guard(min(MAX_GUARD_S, self._guard + WIDEN))
+            self._pinned = True
+            self._set_guard(self._guard)
+
+    def _set_guard(self, guard: float) -> None:
+        """Widen or narrow every window's margin (called holding the lock)."""
+        self._guard, self._quiet = guard, 0
+        for limit in self._limits.values():
+            limit.fit(guard, self._boost)
+
+    # -- reporting --------------------------------------------------------------------------------------
+    @property
+    def cooling(self) -> bool:
+        return self._clock() < self._cool_until
+
+    def pace(self) -> dict[str, Any]:
+        """The current pace (requests and tokens per minute over the last few seconds) and what limits it:
+        ``requests``, ``tokens``, ``429s`` (a cooldown), or ``latency/concurrency`` (the gate held little back)."""
+        with self._lock:
+            now = self._clock()
+            recent = [r for r in self._recent if r[0] >= now - RECENT_S]
+        if not recent:
+            return {"rpm": 0.0, "tpm": 0.0, "limited_by": "latency/concurrency"}
+        span = max(now - recent[0][0], 1.0)
+        held: Counter[str] = Counter()
+        for _, _, reason, wait in recent:
+            if reason:
+                held[reason] += wait
+        busy = sum(held.values()) / len(recent)
+        limited_by = held.most_common(1)[0][0] if held and busy > 0.02 else "latency/concurrency"
+        return {"rpm": round(len(recent) * 60 / span, 1), "tpm": round(sum(r[1] for r in recent) * 60 / span),
+                "limited_by": limited_by}
+
+    def stats(self) -> dict[str, Any]:
+        return {"rpm": self.rpm, "tpm": self.tpm, "learned": self._heard and self.learn,
+                "boost": round(self._boost, 2), "waited_s": round(self.waited_s, 3),
+                "waited_by": {k: round(v, 3) for k, v in self.waits.items()},
+                "rate_limited": self.penalties, "refunded": self.refunds, **{"pace": self.pace()}}
+
+
+def _lower(ceiling: float | None, heard: float | None) -> float | None:
+    if heard is None:
+        return ceiling
+    return heard if ceiling is None else min(ceiling, heard)

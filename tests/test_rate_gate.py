@@ -1,0 +1,177 @@
+"""The rate gate learns what the server says: limits from its headers, a faster pace where it counts over
+whole minutes, one share a second for good after a 429, and no slot given back for a 5xx."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+import aigc
+from aigc.backends.openai.wire import duration, rate_limits
+from aigc.ratelimit import PROBE, RateGate
+from tests.openai_server import FakeOpenAIServer
+from tests.openai_server import duration as server_duration
+from tests.test_batch_job import FakeTime as _FakeTime
+from tests.test_batch_job import make_articles, most_in_any_second, run_cli, use_server, write_job
+
+
+class FakeTime(_FakeTime):
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds)
+        await asyncio.sleep(0)  # let other tasks run, as a real sleep does
+
+
+HEADERS = {"limit_requests": 1200, "remaining_requests": 1190, "limit_tokens": 150_000,
+           "remaining_tokens": 149_000}
+
+
+def test_openai_style_headers_are_read_durations_included():
+    headers = {"x-ratelimit-limit-requests": "1200", "x-ratelimit-remaining-requests": "1187",
+               "x-ratelimit-reset-requests": "6m0s", "x-ratelimit-limit-tokens": "150000",
+               "x-ratelimit-remaining-tokens": "149100", "x-ratelimit-reset-tokens": "20ms"}
+    assert rate_limits(headers) == {"limit_requests": 1200, "remaining_requests": 1187, "reset_requests": 360.0,
+                                    "limit_tokens": 150000, "remaining_tokens": 149100, "reset_tokens": 0.02}
+    assert [duration(server_duration(s)) for s in (0.02, 1, 1.5, 59.25, 360)] == [0.02, 1, 1.5, 59.25, 360]
+    assert duration("soon") is None and rate_limits({}) is None
+
+
+async def test_limits_are_learned_after_a_cautious_start():
+    t = FakeTime()
+    gate = RateGate(learn=True, guard=0.0, clock=t.clock, sleep=t.sleep)
+    slots = [await gate.acquire(100) for _ in range(PROBE)]  # a handful go before anything is known
+    waiting = asyncio.ensure_future(gate.acquire(100))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    for slot in slots:
+        gate.finished(slot)
+    gate.observe({**HEADERS, "limit_requests": 120})  # 2 a second
+    await waiting
+    assert (gate.rpm, gate.tpm) == (120, 150_000)
+    times = []
+    for _ in range(6):
+        await gate.acquire(100)
+        times.append(t.now)
+    assert most_in_any_second(times) <= 2
+
+
+async def test_a_server_that_says_nothing_is_not_limited():
+    t = FakeTime()
+    gate = RateGate(learn=True, guard=0.0, clock=t.clock, sleep=t.sleep)
+    for _ in range(PROBE):
+        gate.finished(await gate.acquire(10))
+        gate.observe(None)
+    before = t.now
+    for _ in range(100):
+        await gate.acquire(10)
+    assert t.now == before and not gate.active
+
+
+async def test_configured_limits_are_a_ceiling_and_the_headers_the_truth():
+    gate = RateGate(rpm=600, tpm=100_000, learn=True, guard=0.0)
+    gate.observe(HEADERS)  # the server allows more: the configured values stand
+    assert (gate.rpm, gate.tpm) == (600, 100_000)
+    gate.observe({**HEADERS, "limit_requests": 300})  # it allows less: its word wins
+    assert (gate.rpm, gate.tpm) == (300, 100_000)
+
+
+async def test_the_pace_rises_while_the_budget_is_large_and_falls_back_for_good_on_a_429():
+    t = FakeTime()
+    gate = RateGate(rpm=1200, learn=True, guard=0.0, clock=t.clock, sleep=t.sleep)
+
+    async def second() -> int:
+        start, sent = t.now, 0
+        while t.now < start + 1:
+            await gate.acquire(1)
+            gate.observe(HEADERS)  # over half of the minute's budget left, no 429
+            sent += 1
+        return sent
+
+    first = await second()
+    later = [await second() for _ in range(3)]
+    assert first <= 50 and later[-1] > 2 * first  # a minute-counting server lets a small job go faster
+    gate.penalize(0.5)
+    assert gate.stats()["boost"] == 1.0
+    t.now += 1
+    again = [await second() for _ in range(3)]
+    assert max(again) <= 21  # one share a second, for good
+
+
+async def test_a_low_budget_slows_the_pace_down_again():
+    t = FakeTime()
+    gate = RateGate(rpm=1200, learn=True, guard=0.0, clock=t.clock, sleep=t.sleep)
+    for _ in range(200):
+        await gate.acquire(1)
+        gate.observe(HEADERS)
+    fast = gate.stats()["boost"]
+    gate.observe({**HEADERS, "remaining_requests": 100})
+    assert fast > 2 and gate.stats()["boost"] < fast
+
+
+def test_a_5xx_keeps_its_place_and_a_429_gives_it_back():
+    with FakeOpenAIServer() as server:
+        client = aigc.Client(base_url=server.url, api_key="sk-test-gate-123456", rpm=6000, ledger=False,
+                             max_attempts=3)
+        gate = client.accounting.gate
+        from tests.openai_server import Fault
+
+        server.enqueue_faults(Fault.server_error(503))
+        client.summarize("A text.")
+        assert gate.refunds == 0 and gate.acquired == 2
+        server.enqueue_faults(Fault.rate_limit(retry_after=0.01))
+        client.summarize("Another text.")
+        assert gate.refunds == 1 and gate.penalties == 1
+        client.close()
+
+
+def test_a_job_without_limits_learns_them_from_the_server(tmp_path, capsys, monkeypatch):
+    with FakeOpenAIServer(rpm=600, tpm=60_000) as server:  # 10 requests, 1,000 tokens a second
+        use_server(monkeypatch, server)
+        make_articles(tmp_path / "articles", 40)
+        job = write_job(tmp_path, """
+            task = "summarize"
+            [input]
+            glob = "articles/*.md"
+            [output]
+            dir = "out"
+            [limits]
+            concurrency = 16
+            [model]
+            model = "gpt-4o-mini"
+            max_output_tokens = 20
+        """)
+        started = time.monotonic()
+        code, out, err = run_cli(capsys, "batch", "run", job, "--json")
+        report = json.loads(out)
+        assert code == 0, err
+        assert report["done"] == 40 and server.stats["rate_limited"] <= 2, server.stats
+        assert report["rate"]["rpm"] == 600 and report["rate"]["learned"]
+        assert time.monotonic() - started >= 3  # it kept to 10 a second
+
+
+@pytest.mark.slow
+def test_a_server_counting_whole_minutes_lets_a_small_job_finish_fast(tmp_path, capsys, monkeypatch):
+    with FakeOpenAIServer(rpm=1200, tpm=1_000_000, rate_window=60) as server:
+        use_server(monkeypatch, server)
+        make_articles(tmp_path / "articles", 200)
+        job = write_job(tmp_path, """
+            task = "summarize"
+            [input]
+            glob = "articles/*.md"
+            [output]
+            dir = "out"
+            [limits]
+            concurrency = 32
+            rpm = 1200
+            [model]
+            model = "gpt-4o-mini"
+            max_output_tokens = 20
+        """)
+        started = time.monotonic()
+        code, _, err = run_cli(capsys, "batch", "run", job)
+        wall = time.monotonic() - started
+        assert code == 0, err
+        # One share a second (20) would take 10 s; the pace rose with the budget the server said was left.
+        assert wall < 7 and server.stats["rate_limited"] == 0, (wall, server.stats)
