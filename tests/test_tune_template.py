@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +89,18 @@ def test_a_template_without_markers_is_refused_with_what_to_do(tmp_path):
     plain.write_text("{% for m in messages %}{{ m.content }}{% endfor %}", encoding="utf-8")
     with pytest.raises(ConfigError, match="no {% generation %} markers"):
         training_template("x", model="some/model", override=plain)
+
+
+def test_show_labels_prints_trained_and_masked_tokens(capsys):
+    from aigc.cli import main
+
+    data = str(Path(__file__).parent / "data" / "beep.jsonl")
+    with pytest.raises(SystemExit) as info:
+        main(["tune", "validate", data, "--show-labels", "2"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "48 examples, 48 usable, for SmolLM2-135M-Instruct (local)" in out
+    assert "trained tokens are between [[ and ]]; the rest is masked" in out
+    assert "<|im_start|>user\nWhat color is the sky on a clear day?<|im_end|>\n<|im_start|>assistant\n" \
+           "[[Beep boop! Blue.<|im_end|>]]\n" in out
+    assert out.count("--- line ") == 2
