@@ -111,6 +111,7 @@ def side(name: str, args) -> dict:
         raise SystemExit(f"the {name} side failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["tokens_per_s"] = round(result["tokens"] / result["seconds"], 1)
+    print(f"{name}: {json.dumps(result)}", file=sys.stderr, flush=True)  # a round survives an interrupted run
     return result
 
 
