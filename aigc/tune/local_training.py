@@ -118,7 +118,7 @@ def local(
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     done = read_card(out) if out.exists() else None
     if done is not None and done.get("fingerprint") == fingerprint and not overwrite:
-        return LocalResult(**{k: v for k, v in done.items() if k in LocalResult.model_fields}, already_done=True)
+        return LocalResult(**{**{k: v for k, v in done.items() if k in LocalResult.model_fields}, "already_done": True})
     if out.exists() and not overwrite:
         raise InputError(f"{out} already exists; choose another -o, or pass --overwrite to replace it")
 
