@@ -25,7 +25,7 @@ __all__ = [
     "ChatRequest", "Completion", "StreamDelta", "Settings", "load_settings", "RetryPolicy", "Budget",
     "RateGate", "Accounting", "Task", "Param", "register_task", "get_task",
     "Backend", "BaseBackend", "FakeBackend", "register_backend",
-    "AigcError", "ConfigError", "BackendUnavailable", "InputError", "TemplateError",
+    "AigcError", "ConfigError", "BackendUnavailable", "InputError", "OutputError", "TemplateError",
     "TemplateVariableMissing", "BudgetExceeded", "OutputInvalid", "BackendError", "TransientError",
     "RateLimited", "ServerError", "RequestTimeout", "ConnectionFailed", "QuotaExhausted",
     "AuthenticationFailed", "PermissionDenied", "ModelNotFound", "BadRequest", "ContextLengthExceeded",

@@ -99,7 +99,8 @@ class ResponseCache:
     """Completions keyed by request; safe to share between threads and processes."""
 
     def __init__(self, path: Path | str) -> None:
-        self._db = Database(path, MIGRATIONS)
+        self._db = Database(path, MIGRATIONS, advice="delete it: it only keeps answers for reuse, and aigc "
+                            "starts a new one")
         self.path = self._db.path
 
     @classmethod

@@ -222,7 +222,9 @@ class ClientBase:
         task = self.template_task(template)
         opts = {("max_output_tokens" if k == "max_tokens" else k): kw.pop(k)
                 for k in list(kw) if k in OPTIONS or k == "max_tokens"}
-        values = task.check({**(variables or {}), **kw})
+        given = {**(variables or {}), **kw}
+        self.templates.get(template).refuse_blank(given)
+        values = task.check(given)
         return self.prepare(task, values, {k: v for k, v in opts.items() if v is not None})
 
     # -- the task methods, written once for both clients ------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -54,9 +54,21 @@ class Settings(BaseModel):
     tpm: float | None = Field(None, gt=0, description="tokens per minute (prompt + max output) it may send")
     concurrency: int = Field(4, ge=1, le=512, description="requests in flight at once for map and long inputs")
 
-    def __repr__(self) -> str:  # pydantic already masks SecretStr; keep it short too
-        fields = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if v is not None)
+    @field_validator("backend", "model", "base_url", "device", "dtype")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("is empty; give a value or leave it out")
+        return value
+
+    def __repr__(self) -> str:  # pydantic already masks SecretStr; keep it short too, and the URL's secrets
+        from .redact import redact_url
+
+        fields = ", ".join(f"{k}={(redact_url(v) if k == 'base_url' else v)!r}"
+                           for k, v in self.__dict__.items() if v is not None)
         return f"Settings({fields})"
+
+    __str__ = __repr__
 
     @property
     def key(self) -> str | None:
@@ -138,7 +150,8 @@ def validated(values: Mapping[str, Any]) -> Settings:
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "settings"
-        raise ConfigError(f"invalid setting {where}: {err['msg']}") from None
+        message = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {where}: {message}") from None
 
 
 def updated(settings: Settings, changes: Mapping[str, Any]) -> Settings:

@@ -28,7 +28,11 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Database", "Migrations", "connect"]
+__all__ = ["Database", "Migrations", "connect", "inspect_file"]
+
+# Errors that say the file is not what it should be; other sqlite3 errors are bugs in aigc.
+_MISUSE = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
+_FRESH_START = "move it aside and aigc will start a new one"
 
 Step = str | Callable[[sqlite3.Connection], None]
 
@@ -119,7 +123,12 @@ def connect(path: Path | str, *, timeout: float = 30.0) -> sqlite3.Connection:
     cut can lose the last few writes, which is the right trade for a usage log and a cache.
     """
     if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(path).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create the folder {folder} for {Path(path).name} ({e.strerror}); "
+                              "make it writable or choose another folder (data_dir, AIGC_DATA_DIR)") from None
     conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
@@ -136,47 +145,83 @@ class Database:
     """One SQLite file, migrated on open, shared safely by this process's threads.
 
     A lock serialises use of the single connection; other processes are kept consistent by SQLite's own
-    locking (WAL lets readers run while one process writes).
+    locking (WAL lets readers run while one process writes). A file that cannot be opened or turns out
+    damaged — on open or at any later read or write — is a :class:`ConfigError` of one line naming the file
+    and what to do (``advice``), never a bare ``sqlite3`` error.
     """
 
-    def __init__(self, path: Path | str, migrations: Migrations | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(self, path: Path | str, migrations: Migrations | None = None, *, timeout: float = 30.0,
+                 advice: str = _FRESH_START) -> None:
         self.path = Path(path)
+        self.advice = advice
         self.lock = threading.RLock()
         conn = None
         try:
             conn = connect(path, timeout=timeout)
             if migrations is not None:
                 migrations.apply(conn)
-        except BaseException as e:
+        except (sqlite3.DatabaseError, OSError) as e:
             if conn is not None:
                 conn.close()
-            if isinstance(e, sqlite3.OperationalError):
-                raise ConfigError(f"cannot open {path}: {e}") from None
-            if isinstance(e, sqlite3.DatabaseError):
-                raise ConfigError(
-                    f"{path} is not a usable aigc database ({e}); move it aside and aigc will start a new one"
-                ) from None
+            error = self.unusable(e)
+        except BaseException:
+            if conn is not None:
+                conn.close()
             raise
+        else:
+            error = None
+        if error is not None:
+            raise error  # after the except block: one line, with no sqlite3 error behind it
+        assert conn is not None
         conn.row_factory = sqlite3.Row
         self.conn = conn
+
+    def unusable(self, e: BaseException) -> ConfigError:
+        """The error to raise for a sqlite3 (or OS) failure on this file."""
+        if isinstance(e, sqlite3.OperationalError | OSError):
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            return ConfigError(f"cannot use {self.path}: {reason}; check that it and its folder are writable")
+        return ConfigError(f"{self.path} is damaged or not an aigc database ({e}); {self.advice}")
 
     def execute(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         """Run one statement (atomic on its own) and return all its rows."""
         with self.lock:
-            return self.conn.execute(sql, params).fetchall()
+            try:
+                return self.conn.execute(sql, params).fetchall()
+            except _MISUSE:
+                raise
+            except sqlite3.DatabaseError as e:
+                error = self.unusable(e)
+            raise error
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Several statements as one atomic write: committed together, or rolled back on any error."""
         with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+            error = None
             try:
-                yield self.conn
-            except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.conn
+                except BaseException:
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise
+                self.conn.execute("COMMIT")
+            except _MISUSE:
                 raise
-            self.conn.execute("COMMIT")
+            except sqlite3.DatabaseError as e:
+                error = self.unusable(e)
+            if error is not None:
+                raise error
+
+    def check(self) -> None:
+        """Read the whole file once (``PRAGMA quick_check``): ConfigError if any page is damaged, so damage
+        is found before work starts rather than halfway through it."""
+        rows = self.execute("PRAGMA quick_check")
+        problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
+        if problems:
+            raise self.unusable(sqlite3.DatabaseError(problems[0]))
 
     def applied_migrations(self) -> list[str]:
         return [row[0] for row in self.execute("SELECT name FROM _migrations ORDER BY rowid")]
@@ -193,3 +238,27 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({str(self.path)!r})"
+
+
+def inspect_file(path: Path | str) -> str | None:
+    """What is wrong with an aigc SQLite file, read without changing it; None if it is fine or absent."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as e:
+        return f"cannot be opened ({e})"
+    try:
+        problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check") if str(r[0]) != "ok"]
+        if problems:
+            return f"damaged ({problems[0]})"
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = '_migrations'").fetchall():
+            return "not an aigc database"
+    except sqlite3.OperationalError as e:
+        return f"cannot be read ({e})"
+    except sqlite3.DatabaseError as e:
+        return f"damaged ({e})"
+    finally:
+        conn.close()
+    return None

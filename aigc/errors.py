@@ -4,6 +4,7 @@
     ├── ConfigError                  bad or missing setting (e.g. no API key)
     │   └── BackendUnavailable       backend not installed / unknown
     ├── InputError                   input the task cannot use (empty, binary, not UTF-8)
+    ├── OutputError                  an output cannot be written (folder missing or read-only, disk full)
     ├── TemplateError                template missing, broken or unsafe
     │   └── TemplateVariableMissing  a variable the template needs was not given
     ├── BudgetExceeded               a request could exceed the token / money cap; nothing was sent
@@ -31,6 +32,7 @@ __all__ = [
     "ConfigError",
     "BackendUnavailable",
     "InputError",
+    "OutputError",
     "TemplateError",
     "TemplateVariableMissing",
     "BudgetExceeded",
@@ -71,6 +73,15 @@ class BackendUnavailable(ConfigError):
 
 class InputError(AigcError):
     """The input cannot be used by the task."""
+
+
+class OutputError(AigcError):
+    """An output cannot be written: its folder is missing or read-only, the disk is full, a folder is in
+    the way. Nothing that was paid for is lost: aigc says where the text went instead."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class TemplateError(AigcError):

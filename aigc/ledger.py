@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from .db import Database, Migrations
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 __all__ = ["Ledger", "LedgerEntry", "ReportRow", "GroupBy", "parse_since", "LEDGER_FILE"]
 
@@ -178,7 +178,8 @@ class Ledger:
 
     def __init__(self, path: Path | str, *, store_prompts: bool = False) -> None:
         self.store_prompts = store_prompts
-        self._db = Database(path, MIGRATIONS)
+        self._db = Database(path, MIGRATIONS, advice="move it aside (it keeps your usage history) and aigc will "
+                            "start a new ledger, or set ledger = false")
         self.path = self._db.path
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0
@@ -232,7 +233,7 @@ class Ledger:
                 try:
                     with self._db.transaction():
                         self._db.conn.executemany(_INSERT, rows)
-                except sqlite3.Error as e:  # accounting must never break the caller's work
+                except (sqlite3.Error, ConfigError) as e:  # accounting must never break the caller's work
                     log.warning("could not write %d usage row(s) to %s: %s", len(rows), self.path, e)
             with self._idle:
                 self._pending -= len(rows)

@@ -30,11 +30,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jinja2 import BaseLoader, StrictUndefined, TemplateNotFound, TemplateSyntaxError, UndefinedError, nodes
+from jinja2 import (
+    BaseLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+    meta,
+    nodes,
+)
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .errors import TemplateError, TemplateVariableMissing
+from .errors import InputError, TemplateError, TemplateVariableMissing
 from .types import Message
 
 SUFFIX = ".j2"
@@ -71,6 +79,7 @@ class Template:
     origin: str  # "builtin" or "user"
     meta: dict[str, Any] = field(default_factory=dict)
     parents: tuple[str, ...] = ()  # templates it extends, nearest first
+    variables: frozenset[str] = frozenset()  # the variables its text uses (its parents' included)
     _library: TemplateLibrary | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -88,6 +97,13 @@ class Template:
     @property
     def default_vars(self) -> dict[str, Any]:
         return dict(self.meta.get("vars", {}))
+
+    def refuse_blank(self, given: dict[str, Any]) -> None:
+        """InputError for a value given as blank text to a variable this template uses: a default may be
+        blank, but a value someone gives is meant to say something (``--var to=" "`` is a mistake)."""
+        blank = sorted(k for k, v in given.items() if k in self.variables and isinstance(v, str) and not v.strip())
+        if blank:
+            raise InputError(f"template {self.name!r}: {blank[0]} is empty; give a value or leave it out")
 
     def render(self, **variables: Any) -> list[Message]:
         """The system and user messages for these variables."""
@@ -190,16 +206,25 @@ class TemplateLibrary:
             return cached
         if any(t.path == path for t in self._loaded.values()):
             self.env.cache.clear()  # a template file changed: compile again from the new source
-        meta, body = split_front_matter(path.read_text(encoding="utf-8"), name)
+        front, body = split_front_matter(path.read_text(encoding="utf-8"), name)
         parent = self._extends(body)
         parents: tuple[str, ...] = ()
+        used = self._uses(body)
         if parent and parent.removesuffix(SUFFIX) != name:  # inherit the parent's defaults and variables
             base = self.get(parent.removesuffix(SUFFIX))
-            meta = {**base.meta, **meta, "vars": {**base.meta.get("vars", {}), **meta.get("vars", {})}}
+            front = {**base.meta, **front, "vars": {**base.meta.get("vars", {}), **front.get("vars", {})}}
             parents = (parent, *base.parents)
-        template = Template(name=name, path=path, origin=origin, meta=meta, parents=parents, _library=self)
+            used |= base.variables
+        template = Template(name=name, path=path, origin=origin, meta=front, parents=parents, variables=used,
+                            _library=self)
         self._loaded[key] = template
         return template
+
+    def _uses(self, body: str) -> frozenset[str]:
+        try:
+            return frozenset(meta.find_undeclared_variables(self.env.parse(body)))
+        except TemplateSyntaxError:
+            return frozenset()  # reported with its line number when rendered
 
     def _extends(self, body: str) -> str | None:
         try:

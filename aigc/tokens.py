@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import tiktoken
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, OutputError
+from .textio import write_atomic
 
 if TYPE_CHECKING:
     from .models import ModelInfo
@@ -93,15 +94,10 @@ def _seed_cache(name: str) -> None:
     data = _bundled_bytes(name)
     if data is None or hashlib.sha256(data).hexdigest() != sha256:
         return  # let tiktoken try its own download and report its own error
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    try:  # made as tiktoken itself would make it (the umask applies), whole or not at all
+        write_atomic(target, data, make_dirs=True, owner="tiktoken")
+    except (OSError, OutputError):
+        return  # a cache folder we may not write: tiktoken tries its own way and reports its own error
 
 
 @functools.cache

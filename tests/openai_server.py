@@ -543,6 +543,11 @@ class FakeOpenAIServer:
         with self._lock:
             self._faults.extend(faults)
 
+    def clear_faults(self) -> None:
+        """Forget the scripted faults not used up yet."""
+        with self._lock:
+            self._faults.clear()
+
     def fail_next(self, n: int, fault: Fault | None = None) -> None:
         self.enqueue_faults(*[fault or Fault.server_error()] * n)
 

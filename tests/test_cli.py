@@ -126,7 +126,7 @@ def test_unusable_files_are_refused(server, tmp_path, content, fragment):
 
 
 @pytest.mark.parametrize("fault, code, fragment", [
-    (Fault(status=401), 1, "rejected the API key"),
+    (Fault(status=401), 2, "rejected the API key"),  # the user must fix the key, as with any setting
     (Fault.quota(), 1, "quota"),
     (Fault(status=400), 1, "rejected the request"),
 ])

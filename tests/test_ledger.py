@@ -271,5 +271,5 @@ def test_files_are_opened_for_sharing(tmp_path):
 def test_a_file_that_is_not_a_database_is_a_config_error(tmp_path):
     path = tmp_path / "ledger.db"
     path.write_bytes(b"this is a text file, not SQLite\n" * 100)
-    with pytest.raises(ConfigError, match="not a usable aigc database.*move it aside"):
+    with pytest.raises(ConfigError, match="damaged or not an aigc database.*move it aside"):
         Ledger(path)

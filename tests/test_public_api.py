@@ -42,7 +42,8 @@ EXPORTED = {
     # backends
     "Backend", "BaseBackend", "FakeBackend", "register_backend",
     # errors
-    "AigcError", "ConfigError", "BackendUnavailable", "InputError", "TemplateError", "TemplateVariableMissing",
+    "AigcError", "ConfigError", "BackendUnavailable", "InputError", "OutputError", "TemplateError",
+    "TemplateVariableMissing",
     "BudgetExceeded", "OutputInvalid", "BackendError", "TransientError", "RateLimited", "ServerError",
     "RequestTimeout", "ConnectionFailed", "QuotaExhausted", "AuthenticationFailed", "PermissionDenied",
     "ModelNotFound", "BadRequest", "ContextLengthExceeded",

@@ -15,6 +15,7 @@ format (lines, results) is the backend's (:mod:`aigc.backends.openai.batches`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from typing import Any
@@ -74,13 +75,16 @@ class BatchApiMode:
             elif isinstance(prepared, bytes):
                 lines.append((item, prepared))
         for chunk in self._chunks(lines):
+            if books.stop is not None:  # stopped (interrupted) before this chunk went out: it stays pending
+                for item, _ in chunk:
+                    self.client.accounting.release(self.held.pop(item.key, []))
+                continue
             try:
                 await self._submit(chunk)
             except AigcError as e:
                 for item, _ in chunk:
                     self.client.accounting.release(self.held.pop(item.key, []))
                 books.halt("config" if isinstance(e, FATAL) else "failed", f"Batch API: {e}")
-                break
         if direct:
             log.info("%d items need several requests each; running them directly", len(direct))
             await DirectMode(self.client, books).run(direct)
@@ -192,6 +196,8 @@ class BatchApiMode:
         books = self.outcomes
         try:
             batch = await self._poll(row)
+            if batch is None:  # the run is stopping: the batch stays open and the next run collects it
+                return
         except ModelNotFound as e:  # the server does not know this batch (any more)
             books.report.warnings.append(f"batch {row.batch_id} cannot be read ({e}); its items will be "
                                          "submitted again")
@@ -210,9 +216,10 @@ class BatchApiMode:
             "completed": counts.completed if counts else None, "failed": counts.failed if counts else None})
 
     async def _poll(self, row: BatchRow):
+        """The batch once it has ended; None if the run is told to stop first."""
         from ..backends.openai.batches import TERMINAL
 
-        while True:
+        while self.outcomes.stop is None:
             batch = await self._retry(self.api.retrieve, row.batch_id)
             self.journal.set_batch(row.submission, status=batch.status)
             if batch.status in TERMINAL:
@@ -222,7 +229,9 @@ class BatchApiMode:
             if counts and counts.total:
                 note += f" {counts.completed + counts.failed}/{counts.total}"
             self.outcomes.tick(note)
-            await asyncio.sleep(self.poll_s)
+            with contextlib.suppress(TimeoutError):  # a poll interval, cut short if the run is stopped
+                await asyncio.wait_for(self.outcomes.stopping.wait(), self.poll_s)
+        return None
 
     async def _settle(self, key: str, entry: dict[str, Any] | None, batch) -> None:
         books, accounting = self.outcomes, self.client.accounting

@@ -44,9 +44,25 @@ class DirectMode:
         books.journal.start(item.key, books.run_id)
         try:
             call = item_call(self.client, self.job, item.variables(self.job), record_options(self.job, item.record))
-            result = await call.engine.arun(call.flow, call.task)
         except AigcError as e:
             books.error(item, e)
             return
+        # The request runs as its own task, so a signal that will not wait can cancel it without cutting
+        # short the delivery of an answer that has already arrived.
+        request = asyncio.ensure_future(call.engine.arun(call.flow, call.task))
+        books.inflight.add(request)
+        try:
+            result = await request
+        except AigcError as e:
+            books.error(item, e)
+            return
+        except asyncio.CancelledError:
+            books.journal.release(item.key)  # not answered: pending for the next run
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the whole run is being cancelled
+            return
+        finally:
+            books.inflight.discard(request)
         books.report.requests += result.attempts
         await books.deliver(item, result)

@@ -75,7 +75,7 @@ class KeyMaker:
     """Keys for one job's items: the parts every item shares are hashed once."""
 
     def __init__(self, job: Job, *, template_name: str, template_source: str, backend: str, model: str,
-                 temperature: float | None, max_output_tokens: int | None) -> None:
+                 temperature: float | None, max_output_tokens: int | None, seed: int | None = None) -> None:
         self.job = job
         self.common = {
             "v": 1, "task": job.task, "template": template_name,
@@ -83,6 +83,8 @@ class KeyMaker:
             "vars": job.variables, "input_var": job.input_var, "backend": backend, "model": model,
             "temperature": temperature, "max_output_tokens": max_output_tokens,
         }
+        if seed is not None:  # only when set, so the keys of existing unseeded jobs stay the same
+            self.common["seed"] = seed
 
     def key(self, content: dict[str, Any] | str) -> str:
         blob = json.dumps({**self.common, "input": content}, sort_keys=True, ensure_ascii=False, default=str)

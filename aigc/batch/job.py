@@ -8,6 +8,7 @@ can start it from any working directory. Every mistake is found when the file is
 from __future__ import annotations
 
 import glob as globlib
+import hashlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,7 @@ class ModelSpec(_Section):
     timeout: float | None = Field(None, gt=0)
     deadline: float | None = Field(None, gt=0)
     max_attempts: int | None = Field(None, ge=1)
+    seed: int | None = Field(None, description="sampling seed, sent with each request (part of the item key)")
 
 
 class LimitsSpec(_Section):
@@ -135,6 +137,16 @@ class Job:
     @property
     def reports_dir(self) -> Path:
         return self.state_dir / "reports"
+
+    @property
+    def records_path(self) -> Path:
+        """What the job wrote where (see :mod:`aigc.batch.records`)."""
+        return self.state_dir / "written.jsonl"
+
+    @property
+    def id(self) -> str:
+        """A short id of this job (its state folder), carried by the temporary files its runs write."""
+        return "job" + hashlib.sha256(str(self.state_dir).encode("utf-8")).hexdigest()[:12]
 
 
 def _where(loc: tuple) -> str:

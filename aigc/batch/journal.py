@@ -134,9 +134,16 @@ def _item(row: Any) -> ItemRow:
 class Journal:
     """The journal of one job. Every method is one atomic write or read."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.db = Database(path, MIGRATIONS)
+    def __init__(self, path: Path | str, *, outputs_record: str = "written.jsonl") -> None:
+        advice = (f"move it aside (mv {path} {path}.damaged) and run again: outputs recorded in "
+                  f"{outputs_record} are kept as done, the others are done again (free from the response cache)")
+        self.db = Database(path, MIGRATIONS, advice=advice)
         self.path = self.db.path
+        try:
+            self.db.check()  # damage anywhere is found now, not halfway through a run
+        except BaseException:
+            self.db.close()
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -201,6 +208,20 @@ class Journal:
         """Back to pending: it was not sent (budget reached, run stopped), so nothing is lost."""
         self.db.execute("UPDATE items SET state = 'pending', batch = NULL, updated = ? WHERE key = ?",
                         (now(), key))
+
+    def release_in_flight(self, run_id: str) -> int:
+        """Back to pending: every item this run had in flight outside a Batch API batch (the run was
+        stopped before their answers came); returns how many."""
+        return len(self.db.execute(
+            "UPDATE items SET state = 'pending', updated = ? WHERE state = 'in_flight' AND run_id = ? "
+            "AND batch IS NULL RETURNING 1", (now(), run_id)))
+
+    def legacy_outputs(self) -> dict[str, str]:
+        """Output path -> key of the latest done item written there (the journal's word on outputs that
+        have no record of their own: written before aigc recorded outputs)."""
+        rows = self.db.execute("SELECT output, key FROM items WHERE state = 'done' AND output IS NOT NULL "
+                               "ORDER BY updated")
+        return {r[0]: r[1] for r in rows}
 
     # -- runs -------------------------------------------------------------------------------------------
     def begin_run(self, run_id: str, mode: str, pid: int) -> None:

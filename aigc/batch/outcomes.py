@@ -2,6 +2,9 @@
 place, then the journal says done), failed (with a reason, and whether retrying could help), left pending
 when the run halts, what was spent, and the progress the operator sees.
 
+An output that cannot be written (a full disk, a folder made read-only mid-run) fails its item with the
+reason; the answer stays in the response cache, so the next run writes it at no cost.
+
 Both strategies (:mod:`.direct` and :mod:`.batchapi`) report through one :class:`Outcomes`, so a job
 behaves the same whichever way its requests go.
 """
@@ -21,6 +24,7 @@ from ..errors import (
     BudgetExceeded,
     ConfigError,
     ModelNotFound,
+    OutputError,
     PermissionDenied,
     QuotaExhausted,
     TransientError,
@@ -30,6 +34,7 @@ from .inputs import Item, _Changed
 from .job import Job
 from .journal import Journal
 from .outputs import JsonlOutput, write_file
+from .records import OutputRecords, digest
 from .report import Progress, RunReport
 
 __all__ = ["Outcomes", "FATAL", "output_line"]
@@ -52,8 +57,8 @@ class Outcomes:
     """The books of one run: journal, outputs, report, budget and progress."""
 
     def __init__(self, job: Job, journal: Journal, report: RunReport, budget: Budget, items: list[Item], *,
-                 run_id: str, jsonl: JsonlOutput | None, gate: Any = None,
-                 progress: Callable[[Progress], None] | None = None) -> None:
+                 run_id: str, jsonl: JsonlOutput | None, records: OutputRecords | None = None,
+                 cache: bool = True, gate: Any = None, progress: Callable[[Progress], None] | None = None) -> None:
         self.job = job
         self.journal = journal
         self.report = report
@@ -62,9 +67,13 @@ class Outcomes:
         self.by_key = {item.key: item for item in items}
         self.run_id = run_id
         self.jsonl = jsonl
+        self.records = records
+        self.cache = cache
         self.progress = progress
         self.gate = gate  # the run's rate gate, for the pace and what limits it
         self.stop: tuple[str, str] | None = None  # (outcome, reason) once the run must stop scheduling
+        self.stopping = asyncio.Event()  # set with ``stop``: waits (a Batch API poll) end early
+        self.inflight: set[asyncio.Task] = set()  # requests being sent now (cancelled if a signal insists)
         self.started = time.perf_counter()
         self.todo_count = 0
         self.finished = 0
@@ -73,20 +82,37 @@ class Outcomes:
         self.truncated = 0
 
     # -- the outcomes ---------------------------------------------------------------------------------
+    def _write(self, item: Item, text: str) -> None:
+        """The item's file: its record first (so a crash can never leave a file that seems current), then
+        the file itself, whole or not at all."""
+        assert item.output is not None
+        data = (text if text.endswith("\n") else text + "\n").encode("utf-8")
+        if self.records is not None:
+            self.records.add(item.output, item.key, digest(data))
+        write_file(item.output, data, owner=self.job.id)
+
     async def deliver(self, item: Item, result: Result) -> None:
         """Put an item's output in place durably, then mark it done (JSONL: done first, then append)."""
         cached = "served from the response cache" in result.warnings
         text = result.text
         if result.truncated:
             self.truncated += 1
-        if item.output is not None:
-            await asyncio.to_thread(write_file, item.output, text if text.endswith("\n") else text + "\n")
-        self.journal.done(item.key, run_id=self.run_id, output=str(item.output or self.job.output_jsonl),
-                          text=text if self.jsonl is not None else None, prompt_tokens=result.usage.prompt_tokens,
-                          completion_tokens=result.usage.completion_tokens, cost_usd=result.cost_usd,
-                          cached=cached)
-        if self.jsonl is not None:
-            await asyncio.to_thread(self.jsonl.append, output_line(item, result))
+        target = item.output or self.job.output_jsonl
+        try:
+            if item.output is not None:
+                await asyncio.to_thread(self._write, item, text)
+            self.journal.done(item.key, run_id=self.run_id, output=str(target),
+                              text=text if self.jsonl is not None else None,
+                              prompt_tokens=result.usage.prompt_tokens,
+                              completion_tokens=result.usage.completion_tokens, cost_usd=result.cost_usd,
+                              cached=cached)
+            if self.jsonl is not None:
+                await asyncio.to_thread(self.jsonl.append, output_line(item, result))
+        except (OSError, OutputError) as e:
+            reason = e.message if isinstance(e, OutputError) else f"cannot write {target} ({e.strerror or e})"
+            kept = "; its answer is in the response cache: the next run writes it at no cost" if self.cache else ""
+            self.fail(item, OutputError(reason + kept, path=str(target)))
+            return
         self.report.prompt_tokens += result.usage.prompt_tokens
         self.report.completion_tokens += result.usage.completion_tokens
         self.report.done_this_run += 1
@@ -94,7 +120,7 @@ class Outcomes:
         self._settled("done")
 
     def fail(self, item: Item, error: AigcError) -> None:
-        permanent = not isinstance(error, TransientError)
+        permanent = not isinstance(error, TransientError | OutputError)  # a rerun may well succeed
         self.journal.fail(item.key, run_id=self.run_id, error=str(error), error_type=type(error).__name__,
                           permanent=permanent)
         self.report.failed_this_run += 1
@@ -102,11 +128,17 @@ class Outcomes:
         self._settled("failed")
 
     def halt(self, outcome: str, reason: str) -> None:
-        """Stop scheduling: ``budget``, ``config`` or ``failed``; what is left stays pending."""
+        """Stop scheduling: ``budget``, ``config``, ``failed`` or ``interrupted``; what is left stays pending."""
         if self.stop is None:
             self.stop = (outcome, reason)
+            self.stopping.set()
             log.info("stopping: %s", reason)
         self._settled(None)
+
+    def cancel_inflight(self) -> None:
+        """Give up on the requests being sent now (a signal said not to wait); their items go back to pending."""
+        for task in list(self.inflight):
+            task.cancel()
 
     def error(self, item: Item, e: AigcError) -> None:
         """An item's call ended with ``e``: fail it, leave it pending, or halt the run, as ``e`` says."""

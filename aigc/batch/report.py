@@ -8,8 +8,10 @@ Exit codes of ``aigc batch run`` (also written into each report):
     2   bad job file or configuration (nothing was sent), or the server refused the credentials/model
     3   budget reached: nothing more was sent, the remaining items are left pending
     75  another run of the same job holds the lock (EX_TEMPFAIL: try again later)
+    130 interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM, e.g. cron's timeout): nothing more was
+        sent, requests in flight were given a moment to finish, the rest is left pending
 
-When several apply, the first of 2, 3, 1 wins.
+When several apply, the first of 130/143, 2, 3, 1 wins.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ __all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_CONFIG", "EXIT_BUDGET", "EXIT_LOCKED"
            "RunReport"]
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUDGET, EXIT_LOCKED = 0, 1, 2, 3, 75
+# A run stopped by a signal exits as a shell reports a process killed by it: 128 + the signal's number.
+EXIT_SIGNAL_BASE = 128
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class RunReport:
     cached: int = 0  # done this run from the response cache, at no cost
     skipped_done: int = 0  # already done by earlier runs
     redone_after_crash: int = 0  # left in flight by a run that died, redone now
+    adopted: int = 0  # not marked done, but their outputs were there, written for their keys: no request
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -101,15 +106,17 @@ class RunReport:
         data["tokens"] = self.tokens
         return data
 
-    def write(self, folder: Path) -> Path:
+    def write(self, folder: Path, *, owner: str = "w") -> Path:
         """Write the report atomically; return its path."""
         path = folder / f"{self.run_id}.json"
         self.report_path = str(path)
-        write_file(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        write_file(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", owner=owner)
         return path
 
 
-def exit_code_for(*, config_error: bool, budget: bool, failed: int) -> tuple[int, str]:
+def exit_code_for(*, config_error: bool, budget: bool, failed: int, signal: int | None = None) -> tuple[int, str]:
+    if signal is not None:
+        return EXIT_SIGNAL_BASE + signal, "interrupted"
     if config_error:
         return EXIT_CONFIG, "config"
     if budget:

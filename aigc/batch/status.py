@@ -13,7 +13,9 @@ from ..errors import AigcError, ConfigError
 from .inputs import Item, scan
 from .job import Job
 from .journal import BatchRow, ItemRow, Journal, RunRow
-from .plan import close_client, key_maker, open_client, record_options, select
+from .outputs import JsonlOutput
+from .plan import close_client, key_maker, open_client, output_states, record_options, select
+from .records import CURRENT, OutputRecords
 
 __all__ = ["JobStatus", "Plan", "job_status", "plan_job"]
 
@@ -21,8 +23,20 @@ __all__ = ["JobStatus", "Plan", "job_status", "plan_job"]
 def _journal_rows(job: Job, items: list[Item]) -> tuple[dict[str, ItemRow], list[BatchRow], Journal | None]:
     if not job.journal_path.exists():
         return {}, [], None
-    journal = Journal(job.journal_path)
+    journal = Journal(job.journal_path, outputs_record=job.records_path.name)
     return journal.rows(i.key for i in items), journal.open_batches(), journal
+
+
+def _outputs(job: Job, items: list[Item], rows: dict[str, ItemRow], journal: Journal | None) -> dict[str, str]:
+    """Each item's output state, looked at without changing anything (see :func:`.plan.output_states`)."""
+    records = jsonl = None
+    if job.output_jsonl is not None:
+        jsonl = JsonlOutput(job.output_jsonl)
+        jsonl.recover(repair=False)
+    else:
+        records = OutputRecords(job.records_path, job.dir)
+        records.load(repair=False)
+    return output_states(job, items, rows, records, jsonl, journal.legacy_outputs() if journal else {})
 
 
 @dataclass
@@ -68,9 +82,20 @@ def job_status(job: Job) -> JobStatus:
         close_client(client)
     status = JobStatus(job=job.name, job_file=str(job.path), total=len(items))
     rows, batches, journal = _journal_rows(job, items)
+    try:
+        outputs = _outputs(job, items, rows, journal)
+    except BaseException:
+        if journal is not None:
+            journal.close()
+        raise
     for item in items:
         row = rows.get(item.key)
         state = row.state if row is not None else "pending"
+        current = outputs.get(item.key) == CURRENT
+        if state == "done" and not current:
+            state = "pending"  # its output is gone or is another key's: the next run does it again
+        elif state != "done" and current and not (state == "in_flight" and row.batch):
+            state = "done"  # its output is there for this key: the next run adopts it
         if state == "done":
             status.done += 1
         elif state == "failed":
@@ -132,12 +157,17 @@ def plan_job(job: Job, *, retry_failed: bool = False, via: str = "direct") -> Pl
     try:
         items = scan(job, key_maker(job, client))
         rows, batches, journal = _journal_rows(job, items)
-        if journal is not None:
-            journal.close()
-        pick = select(items, rows, {b.submission for b in batches}, retry_failed=retry_failed)
+        try:
+            outputs = _outputs(job, items, rows, journal)
+        finally:
+            if journal is not None:
+                journal.close()
+        pick = select(items, rows, {b.submission for b in batches}, retry_failed=retry_failed, outputs=outputs)
         plan = Plan(job=job.name, via=via, backend=client.backend.name, model=client.model, total=len(items),
-                    done=pick.skipped_done, todo=len(pick.todo), skipped_failed=pick.skipped_failed,
-                    held=pick.held)
+                    done=pick.skipped_done + len(pick.adopt), todo=len(pick.todo),
+                    skipped_failed=pick.skipped_failed, held=pick.held)
+        plan.problems += [f"{i.output} already exists and this job has no record of writing it; the run "
+                          "will refuse to start until it is moved away" for i in pick.foreign[:10]]
         budget = job.spec.budget
         cost: float | None = 0.0
         tokens = 0

@@ -2,7 +2,8 @@
 
     0  done
     1  the backend failed (after retries), or the output was invalid
-    2  bad input, template, configuration or usage
+    2  bad input, template, configuration or usage; an output that cannot be written; the server rejected
+       the API key (401), access (403) or the model (404)
     3  budget reached: nothing more was sent
     130 interrupted (143: terminated)
 
@@ -19,11 +20,13 @@ import typer
 
 from ..errors import (
     AigcError,
-    BackendError,
+    AuthenticationFailed,
     BudgetExceeded,
     ConfigError,
     InputError,
-    OutputInvalid,
+    ModelNotFound,
+    OutputError,
+    PermissionDenied,
     TemplateError,
 )
 
@@ -33,11 +36,11 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 13
 def exit_code(error: BaseException) -> int:
     if isinstance(error, BudgetExceeded):
         return EXIT_BUDGET
-    if isinstance(error, (ConfigError, InputError, TemplateError)):
+    # What the user must fix before trying again: the input, the setup, the key, the model name.
+    if isinstance(error, (ConfigError, InputError, OutputError, TemplateError, AuthenticationFailed,
+                          PermissionDenied, ModelNotFound)):
         return EXIT_USAGE
-    if isinstance(error, (BackendError, OutputInvalid)):
-        return EXIT_FAILED
-    return EXIT_FAILED
+    return EXIT_FAILED  # the backend failed after its retries, or the output never validated
 
 
 class _Format(logging.Formatter):
@@ -57,7 +60,11 @@ def _setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``aigc`` console script."""
+<<<<<<< HEAD
     from . import admin, batch, content, tune  # noqa: F401  (register their commands)
+=======
+    from . import admin, batch, content, eval  # noqa: F401  (register their commands)
+>>>>>>> main
     from .app import app
 
     content.register_task_commands()

@@ -96,6 +96,8 @@ def doctor(as_json: JsonOpt = False) -> None:
         f"aigc {hw.aigc_version} on Python {hw.python_version} ({hw.platform})",
         f"config file   {report.config_file}" + ("" if report.config_file_exists else " (none yet)"),
         f"data dir      {report.data_dir}",
+        *(f"{f.name:<14}{f.path} ({'damaged' if f.problem else 'ok' if f.exists else 'none yet'})"
+          for f in report.data_files),
         f"API key       {'configured' if report.api_key_configured else 'not configured'}"
         + (f"; base URL {report.base_url}" if report.base_url else ""),
         f"local extra   {'installed' if hw.local_extra_installed else 'missing: ' + (hw.install_hint or '')}",

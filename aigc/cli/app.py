@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import InputError
-from .io import write_atomic
+from ..errors import InputError, OutputError
+from .io import check_writable, write_atomic
 
 app = typer.Typer(
     name="aigc",
@@ -74,10 +74,19 @@ class Common:
             budget = Budget(max_total_tokens=self.max_total_tokens, max_cost_usd=self.max_cost)
         return Client(**self.client_args, budget=budget)
 
-    def run(self, task: str, *args: Any, **kwargs: Any) -> None:
-        """Run a task (or ``generate`` a template) and show its result as the options ask."""
+    def check(self) -> None:
+        """Refuse combinations that mean nothing, and an output that could not be written, before sending."""
         if self.stream and self.as_json:
             raise InputError("--stream and --json cannot be combined")
+        if self.dry_run and (self.stream or self.output is not None):
+            raise InputError(f"--dry-run sends nothing, so {'--stream' if self.stream else '-o/--output'} has "
+                             "nothing to do; drop one of them")
+        if self.output is not None:
+            check_writable(self.output)
+
+    def run(self, task: str, *args: Any, **kwargs: Any) -> None:
+        """Run a task (or ``generate`` a template) and show its result as the options ask."""
+        self.check()
         with self.client() as client:
             if self.dry_run:
                 show_plan(client.plan(task, *args, **kwargs), self.as_json)
@@ -98,7 +107,14 @@ class Common:
 
     def finish(self, result) -> None:
         if self.output is not None:
-            write_atomic(self.output, result.text if not self.as_json else result.model_dump_json(indent=2))
+            text = result.text if not self.as_json else result.model_dump_json(indent=2)
+            try:
+                write_atomic(self.output, text)
+            except (OSError, OutputError) as e:  # paid for: show it rather than lose it
+                if not self.stream:
+                    typer.echo(text)
+                said = e.message if isinstance(e, OutputError) else f"cannot write {self.output} ({e.strerror or e})"
+                raise OutputError(f"{said}; the text was printed instead", path=str(self.output)) from None
         if self.as_json:
             if self.output is None:
                 typer.echo(result.model_dump_json(indent=2))

@@ -1,7 +1,8 @@
 """``aigc batch run|status JOB.toml``: content jobs from cron.
 
 Exit codes of ``aigc batch run``: 0 every item done; 1 some items failed (listed); 2 bad job file or
-configuration; 3 budget reached (the rest left pending); 75 another run of the job holds its lock.
+configuration; 3 budget reached (the rest left pending); 75 another run of the job holds its lock;
+130/143 interrupted by SIGINT/SIGTERM (the rest left pending, the report written).
 """
 
 from __future__ import annotations
@@ -153,7 +154,10 @@ def run(
     """Do the job's items that are not done yet.
 
     Exit codes: 0 all items done; 1 some items failed (listed in the report); 2 bad job file or
-    configuration; 3 budget reached (the rest left pending); 75 another run of this job holds the lock.
+    configuration; 3 budget reached (the rest left pending); 75 another run of this job holds the lock;
+    130/143 interrupted (the rest left pending).
+
+    Example: aigc batch run nightly.toml --json
     """
     import asyncio
 
@@ -169,8 +173,23 @@ def run(
         return
     progress = ProgressPrinter(sys.stderr)
     runner = Runner(job, retry_failed=retry_failed, use_cache=not no_cache, via=via, progress=progress)
+
+    async def run_until_signalled():
+        # SIGINT (Ctrl-C) and SIGTERM (cron's timeout, systemd) stop the run in order rather than kill it:
+        # nothing more is sent, requests in flight get a moment, the report is written. A second signal
+        # stops waiting.
+        import signal
+
+        loop = asyncio.get_running_loop()
+        caught = [s for s in (signal.SIGINT, signal.SIGTERM) if _handle(loop, s, runner.interrupt)]
+        try:
+            return await runner.run()
+        finally:
+            for s in caught:
+                loop.remove_signal_handler(s)
+
     try:
-        report = asyncio.run(runner.run())
+        report = asyncio.run(run_until_signalled())
     except JobLocked as e:
         typer.echo(f"aigc: {e}", err=True)
         raise typer.Exit(EXIT_LOCKED) from None
@@ -181,6 +200,14 @@ def run(
     else:
         show_report(report)
     raise typer.Exit(report.exit_code)
+
+
+def _handle(loop, signum: int, handler) -> bool:
+    try:
+        loop.add_signal_handler(signum, handler, signum)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+        return False
+    return True
 
 
 @batch_app.command("status")

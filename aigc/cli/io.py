@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..textio import decode_text, write_atomic
+from ..textio import check_writable, decode_text, write_atomic
 
-__all__ = ["read_input", "decode_text", "write_atomic"]
+__all__ = ["read_input", "decode_text", "write_atomic", "check_writable"]
 
 
 def read_input(source: str | None) -> str:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import openai
 
 from ... import errors
+from ...redact import redact_url, url_secrets
 from ...tokens import count_messages, count_text, encoding_for
 from ...types import ChatRequest, Completion, Message, StreamDelta, Usage
 from ..base import BaseBackend
@@ -50,7 +51,8 @@ class OpenAIBackend(BaseBackend):
             )
         self._client = client
         self._async_client = async_client
-        self.where = settings.base_url or "the OpenAI API"
+        self.where = redact_url(settings.base_url) or "the OpenAI API"
+        self._secrets = (self._key, *url_secrets(settings.base_url))
         self.official = settings.base_url is None
         # Capabilities learned from this server's answers, so each downgrade costs one request only.
         self._response_format = "json_schema"
@@ -89,8 +91,9 @@ class OpenAIBackend(BaseBackend):
         return BatchApi(self)
 
     def translate(self, e: BaseException) -> errors.AigcError:
-        """An SDK exception as aigc's error, the key scrubbed."""
-        return translate_error(e, key=self._key, where=self.where)
+        """An SDK exception as aigc's error, the secrets scrubbed. Raise it outside the ``except`` block that
+        caught ``e``, so that the SDK exception (and the request it holds) is not its ``__context__``."""
+        return translate_error(e, key=self._secrets, where=self.where)
 
     def close(self) -> None:
         if self._client is not None:
@@ -147,12 +150,11 @@ class OpenAIBackend(BaseBackend):
         return self._fill_usage(completion, request)
 
     # -- generation -------------------------------------------------------------------------------------
-    def _failed(self, e: Exception, request: ChatRequest, stream: bool) -> None:
+    def _failed(self, err: errors.AigcError, request: ChatRequest, stream: bool) -> None:
         """Raise the aigc error for an SDK failure, unless dropping a feature the server lacks makes one more
         request worthwhile (then return, and the caller asks again)."""
-        err = self.translate(e)
         if not self._downgrade(err, request, stream):
-            raise err from None
+            raise err
 
     def _create(self, request: ChatRequest, *, stream: bool = False) -> Any:
         while True:
@@ -161,7 +163,8 @@ class OpenAIBackend(BaseBackend):
                     return self.client.chat.completions.create(**self._params(request, stream=True))
                 return self.client.chat.completions.with_raw_response.create(**self._params(request))
             except openai.OpenAIError as e:
-                self._failed(e, request, stream)
+                err = self.translate(e)
+            self._failed(err, request, stream)  # outside the except: the SDK error is not its context
 
     async def _acreate(self, request: ChatRequest, *, stream: bool = False) -> Any:
         chat = self.async_client.chat.completions
@@ -171,7 +174,8 @@ class OpenAIBackend(BaseBackend):
                     return await chat.create(**self._params(request, stream=True))
                 return await chat.with_raw_response.create(**self._params(request))
             except openai.OpenAIError as e:
-                self._failed(e, request, stream)
+                err = self.translate(e)
+            self._failed(err, request, stream)
 
     def generate(self, request: ChatRequest) -> Completion:
         return self._parsed(self._create(request), request)
@@ -187,27 +191,33 @@ class OpenAIBackend(BaseBackend):
     def stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
         stream = self._create(request, stream=True)
         acc = self._accumulator(stream, request)
+        failure = None
         try:
             for chunk in stream:
                 if piece := acc.add(chunk):
                     yield StreamDelta(text=piece)
         except Exception as e:
-            raise self.translate(e) from None
+            failure = self.translate(e)
         finally:
             stream.close()
+        if failure is not None:
+            raise failure
         yield StreamDelta(completion=self._fill_usage(acc.completion(self._response_format), request))
 
     async def astream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         stream = await self._acreate(request, stream=True)
         acc = self._accumulator(stream, request)
+        failure = None
         try:
             async for chunk in stream:
                 if piece := acc.add(chunk):
                     yield StreamDelta(text=piece)
         except Exception as e:
-            raise self.translate(e) from None
+            failure = self.translate(e)
         finally:
             await stream.close()
+        if failure is not None:
+            raise failure
         yield StreamDelta(completion=self._fill_usage(acc.completion(self._response_format), request))
 
     # -- models and tokens ------------------------------------------------------------------------------

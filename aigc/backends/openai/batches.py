@@ -35,7 +35,8 @@ class BatchApi:
         try:
             return await fn(*args, **kwargs)
         except openai.OpenAIError as e:
-            raise self.backend.translate(e) from None
+            err = self.backend.translate(e)
+        raise err  # outside the except: the SDK error (and its request) is not its context
 
     def line(self, custom_id: str, request: ChatRequest) -> bytes:
         """One line of a batch input file."""

@@ -1,29 +1,24 @@
 """SDK exceptions → aigc's error tree, with secrets scrubbed and the server's own reason kept.
 
-The aigc error never keeps the SDK exception reachable (``from None``): that exception holds the request,
-with its ``Authorization`` header.
+The aigc error never keeps the SDK exception reachable: that exception holds the request, with its
+``Authorization`` header. ``raise ... from None`` only hides the chain from tracebacks (``__context__``
+still holds it), so callers translate inside ``except`` and raise the translation after it.
 """
 
 from __future__ import annotations
 
 import email.utils
-import re
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import openai
 
 from ... import errors
+from ...redact import scrub
 
-_KEYLIKE = re.compile(r"\b(sk|rk)-[A-Za-z0-9_\-*]{6,}")
-
-
-def scrub(text: str, key: str | None) -> str:
-    """``text`` without the API key or anything shaped like one."""
-    if key:
-        text = text.replace(key, "***")
-    return _KEYLIKE.sub(r"\1-***", text)
+__all__ = ["scrub", "parse_retry_after", "is_transport_error", "translate_error"]
 
 
 def parse_retry_after(headers: Any) -> float | None:
@@ -63,8 +58,9 @@ def _error_message(e: openai.APIStatusError) -> str:
     return e.message
 
 
-def translate_error(e: BaseException, *, key: str | None, where: str) -> errors.AigcError:
-    """Map an SDK exception onto aigc's error tree."""
+def translate_error(e: BaseException, *, key: str | Iterable[str | None] | None, where: str) -> errors.AigcError:
+    """Map an SDK exception onto aigc's error tree; ``key``: the secrets to scrub (the API key and those of
+    the base URL); ``where``: the server, already redacted."""
     if isinstance(e, errors.AigcError):
         return e
     if isinstance(e, openai.APITimeoutError):

@@ -1,39 +1,4 @@
-"""One rate gate per client (and per batch run): requests and tokens per minute, learned from the server,
-paced, and a common cooldown after a 429.
-
-**The books.** OpenAI states limits per minute but enforces them over short windows: 1,200 requests per minute
-means at most 20 in any one second, and a token limit counts each request's prompt tokens plus its maximum
-output tokens when it is admitted. The gate keeps the same books as the server — a sliding one-second share
-of each limit (one request per ``60/rpm`` seconds for limits under 60 a minute), and the whole minute — so a
-request is only sent when the server will accept it. Within those windows requests are paced, one every
-``window / n`` seconds, so they leave one by one rather than in bursts, and take their turn in order.
-
-**The limits.** Configured ``rpm``/``tpm`` are a ceiling; the server's ``x-ratelimit-limit-*`` headers are the
-truth when lower. With none configured, the limits are learned from the first answers: until then only a
-handful of requests go out (a server that sends no such headers is not limited after that handful).
-
-**The pace** (additive/multiplicative, like TCP's congestion window). A second may take ``boost`` one-second
-shares, starting at 1: servers that count over whole minutes let a small job go much faster. While the
-headers show more than half of the minute's budget left and no 429 has come back, the boost grows by a fifth
-every fifth of a second (or every 1.5 round trips, if longer, so the answers to one raise come back before
-the next); a 429 drops it to 1 at once and keeps it there (the server counts over short windows), and a
-budget running low shrinks it again. The minute window keeps the whole run under the limit.
-
-+------------------------------+-----------------------------------------------+
-| the server says              | the gate does                                 |
-+==============================+===============================================+
-| ``x-ratelimit-limit-*``      | takes the lower of it and the configured limit |
-| > 50 % remaining, no 429     | raises the pace by 20 % every 0.2 s+ (≤ 60×)   |
-| < 25 % remaining             | halves the pace (not below one share)          |
-| 429 (+ Retry-After)          | pace back to one share for good; everyone      |
-|                              | waits out the Retry-After, then goes paced     |
-| 5xx / dropped connection     | nothing: the attempt keeps its place (counted) |
-+------------------------------+-----------------------------------------------+
-
-The gate schedules rather than polls: under a plain lock, :meth:`RateGate.reserve` finds the earliest moment
-the request fits, books it there, and returns how long to wait. The caller then sleeps — ``time.sleep`` in
-threads, ``asyncio.sleep`` in tasks — so one gate serves sync code, async code and threads alike.
-"""
+"""The rate gate itself: booking, learning the limits from the server, the pace, reporting (see the package)."""
 
 from __future__ import annotations
 
@@ -47,7 +12,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RateGate", "Window", "Slot"]
+from .windows import EPS, Limit, Window
+
+__all__ = ["RateGate", "Slot", "PROBE"]
+
 
 # Margin for the time between our clock and the server's: a request admitted here at t reaches the
 # server's books a few milliseconds later, and those delays vary. A 429 at the plain pace widens the margin
@@ -75,78 +43,6 @@ RECENT_S = 10.0  # the span over which the current pace and what limits it are r
 _LAST: ContextVar[Slot | None] = ContextVar("aigc_rate_slot", default=None)
 
 
-def share(per_minute: float) -> tuple[float, float]:
-    """(window seconds, capacity) enforcing a per-minute limit the way the server does."""
-    return (1.0, per_minute / 60) if per_minute >= 60 else (60 / per_minute, 1.0)
-
-
-class Window:
-    """A sliding window: at most ``capacity`` units admitted in any ``seconds``. Bookings may lie in the
-    future and need not come in order: a small request can take a gap before a large one booked later."""
-
-    def __init__(self, capacity: float, seconds: float, *, exact: bool = True) -> None:
-        self.capacity = capacity
-        self.seconds = seconds
-        self.exact = exact  # False: a cheaper, stricter check (all bookings after t - seconds count)
-        self._times: list[float] = []  # sorted
-        self._amounts: list[float] = []
-
-    def prune(self, now: float) -> None:
-        """Forget bookings that no window from ``now`` on can contain."""
-        cut = bisect.bisect_right(self._times, now - self.seconds)
-        if cut:
-            del self._times[:cut], self._amounts[:cut]
-
-    def _load(self, x: float) -> float:
-        """Units booked in (x - seconds, x]."""
-        lo = bisect.bisect_right(self._times, x - self.seconds + _EPS)
-        return sum(self._amounts[lo:bisect.bisect_right(self._times, x + _EPS)])
-
-    def fits(self, t: float, amount: float) -> bool:
-        """Whether ``amount`` booked at ``t`` keeps every window within capacity. A request larger than the
-        whole capacity fits into an empty window, as the server allows."""
-        if not self.exact:
-            lo = bisect.bisect_right(self._times, t - self.seconds + _EPS)
-            peak = sum(self._amounts[lo:])
-        else:  # the load can only peak at t or where a later booking enters
-            lo = bisect.bisect_right(self._times, t + _EPS)
-            hi = bisect.bisect_left(self._times, t + self.seconds - _EPS)
-            peak = max([self._load(t), *(self._load(x) for x in self._times[lo:hi])])
-        return peak + amount <= self.capacity + _EPS or peak == 0
-
-    def earliest(self, t0: float, amount: float) -> float:
-        """The earliest moment from ``t0`` on at which ``amount`` fits."""
-        if self.fits(t0, amount):
-            return t0
-        for t in sorted({b + self.seconds for b in self._times if b + self.seconds > t0}):
-            if self.fits(t, amount):
-                return t
-        return max(t0, self._times[-1] + self.seconds)
-
-    def wait(self, now: float, amount: float) -> float:
-        """Seconds after ``now`` until ``amount`` fits (0 if it fits then)."""
-        return self.earliest(now, amount) - now
-
-    def add(self, when: float, amount: float) -> tuple[float, float]:
-        i = bisect.bisect_right(self._times, when)
-        self._times.insert(i, when)
-        self._amounts.insert(i, amount)
-        return (when, amount)
-
-    def remove(self, entry: tuple[float, float]) -> None:
-        """Give back a place taken by :meth:`add` (if it has not left the window already)."""
-        lo = bisect.bisect_left(self._times, entry[0])
-        for i in range(lo, len(self._times)):
-            if self._times[i] != entry[0]:
-                return
-            if self._amounts[i] == entry[1]:
-                del self._times[i], self._amounts[i]
-                return
-
-
-_EPS = 1e-9
-
-
 @dataclass
 class Slot:
     """A booked moment to send one attempt, and its places in the windows."""
@@ -156,27 +52,6 @@ class Slot:
     places: list[tuple[Window, tuple[float, float]]] = field(default_factory=list)
     epoch: int = 0  # the gate's cooldown count when it was booked: a later 429 voids it
     probe: bool = False  # sent before the limits were known: counts against the handful allowed in flight
-
-
-@dataclass
-class _Limit:
-    """One limit (requests or tokens): its one-second share and its whole minute."""
-
-    per_minute: float
-    tokens: bool
-    share: Window = field(init=False)
-    minute: Window = field(init=False)
-    span: float = field(init=False)
-    base: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.span, self.base = share(self.per_minute)
-        self.share = Window(self.base, self.span)
-        self.minute = Window(self.per_minute, 60.0)
-
-    def fit(self, guard: float, boost: float) -> None:
-        self.share.seconds, self.share.capacity = self.span + guard, self.base * boost
-        self.minute.seconds = 60.0 + guard
 
 
 class RateGate:
@@ -193,7 +68,7 @@ class RateGate:
         self._clock, self._sleep, self._sleep_blocking = clock, sleep, sleep_blocking
         self._lock = threading.Lock()
         self._base_guard = self._guard = guard
-        self._limits: dict[str, _Limit] = {}
+        self._limits: dict[str, Limit] = {}
         self._boost, self._pinned = 1.0, False
         self.rpm: float | None = None
         self.tpm: float | None = None
@@ -218,7 +93,7 @@ class RateGate:
             if not value:
                 self._limits.pop(name, None)
             elif current is None or current.per_minute != value:
-                self._limits[name] = _Limit(value, tokens)
+                self._limits[name] = Limit(value, tokens)
         self.rpm, self.tpm = rpm, tpm
         for limit in self._limits.values():
             limit.fit(self._guard, self._boost)
@@ -286,8 +161,8 @@ class RateGate:
 
     def _spaced(self, t: float, gap: float) -> float:
         """The first moment from ``t`` on that is at least ``gap`` away from every other booking."""
-        i = bisect.bisect_left(self._booked, t - gap + _EPS)
-        while i < len(self._booked) and self._booked[i] < t + gap - _EPS:
+        i = bisect.bisect_left(self._booked, t - gap + EPS)
+        while i < len(self._booked) and self._booked[i] < t + gap - EPS:
             t = self._booked[i] + gap
             i += 1
         return t

@@ -1,0 +1,103 @@
+"""The books a rate gate keeps: sliding windows that take bookings in any order, and one limit's windows."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+__all__ = ["Window", "Limit", "share"]
+
+EPS = 1e-9
+
+
+def share(per_minute: float) -> tuple[float, float]:
+    """(window seconds, capacity) enforcing a per-minute limit the way the server does."""
+    return (1.0, per_minute / 60) if per_minute >= 60 else (60 / per_minute, 1.0)
+
+
+class Window:
+    """A sliding window: at most ``capacity`` units admitted in any ``seconds``. Bookings may lie in the
+    future and need not come in order: a small request can take a gap before a large one booked later."""
+
+    def __init__(self, capacity: float, seconds: float, *, exact: bool = True) -> None:
+        self.capacity = capacity
+        self.seconds = seconds
+        self.exact = exact  # False: a cheaper, stricter check (all bookings after t - seconds count)
+        self._times: list[float] = []  # sorted
+        self._amounts: list[float] = []
+
+    def prune(self, now: float) -> None:
+        """Forget bookings that no window from ``now`` on can contain."""
+        cut = bisect.bisect_right(self._times, now - self.seconds)
+        if cut:
+            del self._times[:cut], self._amounts[:cut]
+
+    def _load(self, x: float) -> float:
+        """Units booked in (x - seconds, x]."""
+        lo = bisect.bisect_right(self._times, x - self.seconds + EPS)
+        return sum(self._amounts[lo:bisect.bisect_right(self._times, x + EPS)])
+
+    def fits(self, t: float, amount: float) -> bool:
+        """Whether ``amount`` booked at ``t`` keeps every window within capacity. A request larger than the
+        whole capacity fits into an empty window, as the server allows."""
+        if not self.exact:
+            lo = bisect.bisect_right(self._times, t - self.seconds + EPS)
+            peak = sum(self._amounts[lo:])
+        else:  # the load can only peak at t or where a later booking enters
+            lo = bisect.bisect_right(self._times, t + EPS)
+            hi = bisect.bisect_left(self._times, t + self.seconds - EPS)
+            peak = max([self._load(t), *(self._load(x) for x in self._times[lo:hi])])
+        return peak + amount <= self.capacity + EPS or peak == 0
+
+    def earliest(self, t0: float, amount: float) -> float:
+        """The earliest moment from ``t0`` on at which ``amount`` fits."""
+        if self.fits(t0, amount):
+            return t0
+        for t in sorted({b + self.seconds for b in self._times if b + self.seconds > t0}):
+            if self.fits(t, amount):
+                return t
+        return max(t0, self._times[-1] + self.seconds)
+
+    def wait(self, now: float, amount: float) -> float:
+        """Seconds after ``now`` until ``amount`` fits (0 if it fits then)."""
+        return self.earliest(now, amount) - now
+
+    def add(self, when: float, amount: float) -> tuple[float, float]:
+        i = bisect.bisect_right(self._times, when)
+        self._times.insert(i, when)
+        self._amounts.insert(i, amount)
+        return (when, amount)
+
+    def remove(self, entry: tuple[float, float]) -> None:
+        """Give back a place taken by :meth:`add` (if it has not left the window already)."""
+        lo = bisect.bisect_left(self._times, entry[0])
+        for i in range(lo, len(self._times)):
+            if self._times[i] != entry[0]:
+                return
+            if self._amounts[i] == entry[1]:
+                del self._times[i], self._amounts[i]
+                return
+
+
+
+@dataclass
+class Limit:
+    """One limit (requests or tokens): its one-second share and its whole minute."""
+
+    per_minute: float
+    tokens: bool
+    share: Window = field(init=False)
+    minute: Window = field(init=False)
+    span: float = field(init=False)
+    base: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.span, self.base = share(self.per_minute)
+        self.share = Window(self.base, self.span)
+        self.minute = Window(self.per_minute, 60.0)
+
+    def fit(self, guard: float, boost: float) -> None:
+        self.share.seconds, self.share.capacity = self.span + guard, self.base * boost
+        self.minute.seconds = 60.0 + guard
+
+
