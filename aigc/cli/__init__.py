@@ -60,11 +60,7 @@ def _setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``aigc`` console script."""
-<<<<<<< HEAD
-    from . import admin, batch, content, tune  # noqa: F401  (register their commands)
-=======
-    from . import admin, batch, content, eval  # noqa: F401  (register their commands)
->>>>>>> main
+    from . import admin, batch, content, eval, tune  # noqa: F401  (register their commands)
     from .app import app
 
     content.register_task_commands()
