@@ -151,7 +151,7 @@ def test_the_403_of_the_fine_tuning_wind_down_is_explained(server, data, capsys)
         aigc.tune.hosted(data, model=MODEL, poll_interval=0.05)
     message = str(info.value)
     assert "HTTP 403" in message and "2027-01-06" in message and "aigc tune local" in message
-    assert run("tune", "openai", str(data), "--model", MODEL) == 1
+    assert run("tune", "openai", str(data), "--model", MODEL) == 2  # refused access: fix the setup, not retry
     err = capsys.readouterr().err.strip()
     assert err.startswith("aigc: error: OpenAI refused fine-tuning") and "\n" not in err
     assert calls(server, "POST", "/v1/files") == 1  # the second try reused the upload

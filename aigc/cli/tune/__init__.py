@@ -1,8 +1,8 @@
 """``aigc tune validate|data-from|local|openai|status|list|cancel|alias``: fine-tuning from the command line.
 
 Exit codes: 0 done; 1 the training or the hosted job failed (or was cancelled); 2 bad data, options or
-configuration (every problem in the data is listed with its line); 3 the estimated cost is over the budget
-(nothing was uploaded); 130 interrupted (run the same command again to continue).
+configuration (every problem in the data is listed with its line), or access refused (403); 3 the estimated
+cost is over the budget (nothing was uploaded); 130 interrupted (run the same command again to continue).
 """
 
 from __future__ import annotations
