@@ -104,3 +104,25 @@ def test_show_labels_prints_trained_and_masked_tokens(capsys):
     assert "<|im_start|>user\nWhat color is the sky on a clear day?<|im_end|>\n<|im_start|>assistant\n" \
            "[[Beep boop! Blue.<|im_end|>]]\n" in out
     assert out.count("--- line ") == 2
+
+
+@pytest.mark.slow
+def test_an_eval_suite_compares_the_base_and_a_tuned_folder(tmp_path):
+    from aigc.config import load_settings
+    from aigc.tune.evals import check_suite, compare
+
+    items = [("a", "The council approved a new park in the town centre on Monday.", "Council approves a park."),
+             ("b", "Heavy rain closed the coastal road for three hours on Sunday.", "Rain closes coast road."),
+             ("c", "The library will open on Sundays from next month, staff said.", "Library opens Sundays.")]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps({"id": i, "text": t, "reference": r}) + "\n"
+                                                 for i, t, r in items), encoding="utf-8")
+    suite = tmp_path / "suite.toml"
+    suite.write_text('name = "mini"\ntask = "summarize"\ndata = "data.jsonl"\nmetrics = ["rouge"]\n'
+                     '[vars]\nlength = "1 sentence"\n[[candidates]]\nname = "smollm"\nbackend = "local"\n'
+                     "max_output_tokens = 16\ntemperature = 0\n", encoding="utf-8")
+    check_suite(suite)
+    folder = MODEL_CACHE / "models" / "SmolLM2-135M-Instruct"  # stands in for a tuned folder
+    result = compare(suite, base="SmolLM2-135M-Instruct", tuned=str(folder), settings=load_settings())
+    assert [c["name"] for c in result["candidates"]] == ["base", "tuned"]
+    assert result["comparisons"] and result["comparisons"][0]["baseline"] == "base"
+    assert result["suite"] == str(suite)
