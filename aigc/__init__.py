@@ -1,6 +1,6 @@
 """aigc: summaries, translations, news drafts and answers from language models.
 
-    from aigc import summarize, translate, answer, news
+    from aigc import summarize, translate, answer, news, classify, sentiment
     print(summarize(article, length="3 sentences"))
 
 The module-level functions use a default :class:`Client` built from configuration (see
@@ -20,13 +20,16 @@ if TYPE_CHECKING:
     from .types import Result
 
 __all__ = [
-    "summarize", "translate", "answer", "news", "write_news", "chat", "generate", "configure", "get_client",
+    "summarize", "translate", "answer", "news", "write_news", "chat", "classify", "sentiment", "generate",
+    "configure", "get_client",
     "Client", "AsyncClient", "TextStream", "AsyncTextStream", "Result", "Usage", "Message",
     "ChatRequest", "Completion", "StreamDelta", "Settings", "load_settings", "RetryPolicy", "Budget",
     "RateGate", "Accounting", "Task", "Param", "register_task", "get_task",
+    "Conversation", "AsyncConversation", "Classification", "Redactor",
     "Backend", "BaseBackend", "FakeBackend", "register_backend",
     "AigcError", "ConfigError", "BackendUnavailable", "InputError", "OutputError", "TemplateError",
-    "TemplateVariableMissing", "BudgetExceeded", "OutputInvalid", "BackendError", "TransientError",
+    "TemplateVariableMissing", "BudgetExceeded", "OutputInvalid", "FactCheckFailed", "ContentFlagged",
+    "BackendError", "TransientError",
     "RateLimited", "ServerError", "RequestTimeout", "ConnectionFailed", "QuotaExhausted",
     "AuthenticationFailed", "PermissionDenied", "ModelNotFound", "BadRequest", "ContextLengthExceeded",
 ]
@@ -38,7 +41,8 @@ _HOMES = {
     "StreamDelta": "types", "Settings": "config", "load_settings": "config", "RetryPolicy": "retry",
     "Budget": "budget", "RateGate": "ratelimit", "Accounting": "accounting", "Task": "tasks", "Param": "tasks",
     "register_task": "tasks", "get_task": "tasks", "Backend": "backends.base", "BaseBackend": "backends.base",
-    "register_backend": "backends.base", "FakeBackend": "backends.fake",
+    "register_backend": "backends.base", "FakeBackend": "backends.fake", "Conversation": "conversations",
+    "AsyncConversation": "conversations", "Classification": "classify", "Redactor": "pii",
     **{name: "errors" for name in __all__[__all__.index("AigcError"):]},
 }
 
@@ -108,6 +112,17 @@ write_news = news
 def chat(messages: list[Any], **kw: Any) -> Result | TextStream:
     """Send chat messages as they are: ``chat([{"role": "user", "content": "Hi"}])``."""
     return get_client().chat(messages, **kw)
+
+
+def classify(text: str, *, labels: list[str], **kw: Any) -> Result | TextStream:
+    """A label for ``text`` from ``labels`` (``multi=True``: every one that applies), with a reason and,
+    where the backend gives one, a confidence: ``classify(ticket, labels=["billing", "shipping"])``."""
+    return get_client().classify(text, labels=labels, **kw)
+
+
+def sentiment(text: str, **kw: Any) -> Result | TextStream:
+    """positive, negative or neutral, with a reason: ``sentiment(review).text``."""
+    return get_client().sentiment(text, **kw)
 
 
 def generate(template: str, variables: dict[str, Any] | None = None, **kw: Any) -> Result | TextStream:

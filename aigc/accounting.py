@@ -12,6 +12,7 @@ runs, the Batch API path and dry-run plans all price with :func:`price` and sett
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +102,7 @@ class Accounting:
             job=self.job,
             prompt="\n\n".join(f"{m.role}: {m.content}" for m in request.messages) if keep else None,
             response=completion.text if completion is not None and keep else None,
+            redactions=json.dumps(request.redactions, sort_keys=True) if request.redactions else None,
         ))
 
     # -- the response cache -----------------------------------------------------------------------------

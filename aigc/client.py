@@ -12,28 +12,32 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .accounting import Accounting
+from .assembly import fallback_engine, open_cache, open_ledger, open_moderator
 from .backends.base import Backend, create_backend
 from .config import Settings, load_settings, updated
 from .engine import Engine
-from .errors import AigcError, InputError
+from .errors import AigcError
 from .flows import Flow, single, structured
+from .guard import around
 from .longdoc import Estimate, Planner
 from .retry import RetryPolicy
 from .streams import AsyncTextStream, TextStream
 from .tasks import Task, find_task, get_task, task_for_template
 from .templates import TemplateLibrary
 from .tune.aliases import apply as apply_alias
-from .types import ChatRequest, Message, Result
+from .types import ChatRequest, Message, Result, as_messages
 
 if TYPE_CHECKING:
     from .budget import Budget
     from .cache import ResponseCache
+    from .conversations import AsyncConversation, Conversation
     from .ratelimit import RateGate
 
 __all__ = ["Client", "AsyncClient", "ClientBase", "Call"]
 
 _SETTINGS = ("model", "temperature", "max_output_tokens", "max_tokens", "api_key", "base_url", "timeout",
-             "deadline", "max_attempts", "templates_dir", "ledger", "concurrency", "rpm", "tpm")
+             "deadline", "max_attempts", "templates_dir", "ledger", "concurrency", "rpm", "tpm", "fallback",
+             "redact", "redact_region", "moderate", "moderation_model", "moderation_thresholds")
 
 
 @dataclass
@@ -72,12 +76,20 @@ class ClientBase:
         tpm: float | None = None,
         gate: RateGate | None = None,
         job: str | None = None,
+        fallback: list[str] | str | None = None,
+        redact: bool | None = None,
+        redact_region: str | None = None,
+        moderate: bool | None = None,
+        moderation_model: str | None = None,
+        moderation_thresholds: dict[str, float] | None = None,
         settings: Settings | None = None,
     ) -> None:
         explicit = dict(model=model, temperature=temperature, max_output_tokens=max_output_tokens,
                         max_tokens=max_tokens, api_key=api_key, base_url=base_url, timeout=timeout,
                         deadline=deadline, max_attempts=max_attempts, templates_dir=templates_dir, ledger=ledger,
-                        concurrency=concurrency, rpm=rpm, tpm=tpm)
+                        concurrency=concurrency, rpm=rpm, tpm=tpm, fallback=fallback, redact=redact,
+                        redact_region=redact_region, moderate=moderate, moderation_model=moderation_model,
+                        moderation_thresholds=moderation_thresholds)
         if backend is not None:
             explicit["backend"] = backend if isinstance(backend, str) else backend.name
         self.settings = apply_alias(updated(settings, explicit) if settings is not None else load_settings(explicit))
@@ -100,29 +112,17 @@ class ClientBase:
 
             budget = Budget(max_total_tokens=s.max_total_tokens, max_cost_usd=s.max_cost_usd)
         self.budget = budget
+        ledger = open_ledger(s)
+        cache, own_cache = open_cache(s, cache)
+        self._owned += [part for part in (ledger, cache if own_cache else None) if part is not None]
         accounting = Accounting(backend=self.backend.name, base_url=s.base_url,
-                                budgets=(budget,) if budget is not None else (), ledger=self._open_ledger(),
-                                cache=self._open_cache(cache), gate=gate, job=job)
-        self.engine = Engine(self.backend, s, retry, accounting, concurrency=s.concurrency)
-
-    def _open_ledger(self):
-        if not self.settings.ledger:
-            return None
-        from .ledger import Ledger
-
-        ledger = Ledger(self.settings.data_dir / "ledger.db", store_prompts=self.settings.ledger_prompts)
-        self._owned.append(ledger)
-        return ledger
-
-    def _open_cache(self, cache: bool | ResponseCache | None):
-        if cache is None or cache is False:
-            return None
-        if cache is True:
-            from .cache import ResponseCache
-
-            cache = ResponseCache.in_dir(self.settings.data_dir)
-            self._owned.append(cache)
-        return cache
+                                budgets=(budget,) if budget is not None else (), ledger=ledger, cache=cache,
+                                gate=gate, job=job)
+        fallback, self.fallbacks = fallback_engine(s, retry, accounting)  # the backends that take over, in order
+        moderator, hosted = open_moderator(self.backend, s)
+        self._backends = [self.backend, *self.fallbacks, *([hosted] if hosted else [])]  # what close() closes
+        self.engine = Engine(self.backend, s, retry, accounting, concurrency=s.concurrency, fallback=fallback,
+                             moderator=moderator)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(backend={self.backend.name!r}, model={self.model!r})"
@@ -178,8 +178,16 @@ class ClientBase:
         return lambda template, variables: self.build_request(task, variables, opts, template)
 
     def flow(self, task: Task, variables: dict[str, Any], opts: dict[str, Any]) -> Flow:
-        """The flow for one call (see :mod:`aigc.flows`): one request, structured output, or the task's
-        long-input strategy when its input does not fit the window."""
+        """The flow for one call (see :mod:`aigc.flows`): one request, structured output, the task's own flow
+        or its long-input strategy, wrapped in the checks the call asks for (see :mod:`aigc.guard`)."""
+        return self.guarded(self.task_flow(task, variables, opts), task, variables, opts)
+
+    def guarded(self, flow: Flow, task: Task, variables: dict[str, Any], opts: dict[str, Any]) -> Flow:
+        """``flow`` with moderation, redaction and the task's review, as the call and the settings ask."""
+        return around(flow, task, variables, opts, self.settings, self.engine.moderator, self.backend.name)
+
+    def task_flow(self, task: Task, variables: dict[str, Any], opts: dict[str, Any]) -> Flow:
+        """The task's own flow, without the checks :meth:`flow` wraps it in."""
         request = self.build_request(task, variables, opts)
         if task.input is not None and task.long_input is not None:
             if task.reply_scale and request.max_output_tokens is None:
@@ -189,6 +197,9 @@ class ClientBase:
             if not self._fits(request):
                 return Planner(self.engine, self._builder(task, opts), task, variables,
                                bool(opts.get("stream"))).flow()
+        builder = task.hook("flow")
+        if builder is not None:
+            return builder(self, task, variables, opts, request)
         schema = opts.get("schema")
         if schema is not None:
             return structured(request, schema, self.settings.max_reasks)
@@ -307,6 +318,16 @@ class ClientBase:
         return Planner(self.engine, self._builder(call_task, opts), call_task, variables).estimate(request,
                                                                                                    batch=batch)
 
+    def _conversation(self, kind: Any, **kw: Any) -> Any:
+        from .conversations import ConversationStore
+
+        store = ConversationStore.in_dir(self.settings.data_dir)
+        try:
+            return kind.open(self, store, **kw)
+        except BaseException:
+            store.close()
+            raise
+
     def count_tokens(self, text: str, model: str | None = None) -> int:
         return self.backend.count_text(text, model or self.model)
 
@@ -318,27 +339,6 @@ class ClientBase:
 
     def _map(self, calls: list[Call | AigcError], return_exceptions: bool):  # pragma: no cover
         raise NotImplementedError
-
-
-def as_messages(value: Any) -> list[Message]:
-    """Chat messages from dicts (OpenAI's shape; text content parts are joined) or Message objects."""
-    if not isinstance(value, list) or not value:
-        raise InputError("messages must be a non-empty list of {\"role\": ..., \"content\": ...} objects")
-    out = []
-    for i, m in enumerate(value):
-        if isinstance(m, Message):
-            out.append(m)
-            continue
-        if not isinstance(m, dict):
-            raise InputError(f"message {i + 1} is not an object with a role and content")
-        content = m.get("content")
-        if isinstance(content, list):
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-        if m.get("role") not in ("system", "user", "assistant", "developer") or not isinstance(content, str):
-            raise InputError(f"message {i + 1} needs a role (system, user or assistant) and text content")
-        role = "system" if m["role"] == "developer" else m["role"]
-        out.append(Message(role=role, content=content, name=m.get("name")))
-    return out
 
 
 class Client(ClientBase):
@@ -357,8 +357,18 @@ class Client(ClientBase):
         ran = self.engine.run_many([c.flow for c in todo], todo[0].task) if todo else []
         return self._outcomes(calls, ran, return_exceptions)
 
+    def conversation(self, persona: str | None = None, *, knowledge: list[str] | None = None,
+                     system: str | None = None, id: str | None = None, trim: str | None = None) -> Conversation:
+        """A conversation kept in the store (``id``: resume one; ``"last"``: the latest), with a persona
+        (``assistant``, ``support``, or your template) grounded on ``knowledge`` files; ``say(text)``."""
+        from .conversations import Conversation
+
+        return self._conversation(Conversation, persona=persona, knowledge=knowledge, system=system, id=id,
+                                  trim=trim)
+
     def close(self) -> None:
-        self.backend.close()
+        for backend in self._backends:
+            backend.close()
         for part in self._owned:
             part.close()
 
@@ -382,14 +392,24 @@ class AsyncClient(ClientBase):
         ran = await self.engine.arun_many([c.flow for c in todo], todo[0].task) if todo else []
         return self._outcomes(calls, ran, return_exceptions)
 
+    def conversation(self, persona: str | None = None, *, knowledge: list[str] | None = None,
+                     system: str | None = None, id: str | None = None, trim: str | None = None) -> AsyncConversation:
+        """The async twin of :meth:`Client.conversation` (``await conversation.say(text)``)."""
+        from .conversations import AsyncConversation
+
+        return self._conversation(AsyncConversation, persona=persona, knowledge=knowledge, system=system, id=id,
+                                  trim=trim)
+
     async def aclose(self) -> None:
-        await self.backend.aclose()
+        for backend in self._backends:
+            await backend.aclose()
         for part in self._owned:
             part.close()
 
     def close(self) -> None:
         """Close without an event loop (the async HTTP client is left to the garbage collector)."""
-        self.backend.close()
+        for backend in self._backends:
+            backend.close()
         for part in self._owned:
             part.close()
 

@@ -33,6 +33,8 @@ class Settings(BaseModel):
     model: str | None = Field(None, description="model name; None uses the backend's default")
     api_key: SecretStr | None = None
     base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://localhost:8000/v1")
+    base_urls: list[str] | None = Field(None, description="several OpenAI-compatible servers (replicas) to spread "
+                                        "requests over, with health checks; a list, or commas in AIGC_BASE_URLS")
     temperature: float | None = Field(None, ge=0, le=2)
     max_output_tokens: int | None = Field(None, gt=0, description="cap on output tokens per request")
     timeout: float = Field(60.0, gt=0, description="seconds for one attempt")
@@ -53,6 +55,42 @@ class Settings(BaseModel):
     rpm: float | None = Field(None, gt=0, description="requests per minute this client may send")
     tpm: float | None = Field(None, gt=0, description="tokens per minute (prompt + max output) it may send")
     concurrency: int = Field(4, ge=1, le=512, description="requests in flight at once for map and long inputs")
+    fallback: list[str] = Field(default_factory=list, description="backends (or backend/model) that take over, in "
+                                "order, when retries run out on transient errors or the quota is exhausted")
+    fallback_cooldown: float = Field(30.0, ge=0, description="seconds a failed-over backend is skipped before "
+                                     "it is tried again")
+    redact: bool = Field(False, description="replace e-mail addresses, phone, card and account numbers with "
+                         "placeholders before sending; put them back in the output")
+    redact_region: str | None = Field(None, pattern=r"^[A-Za-z]{2}$", description="region for phone numbers "
+                                      "written without a country code, e.g. DE, US")
+    moderate: bool = Field(False, description="check input and output with the moderation endpoint")
+    moderation_model: str = Field("omni-moderation-latest", description="the moderation endpoint's model")
+    moderation_thresholds: dict[str, float] = Field(default_factory=dict, description="category -> score at "
+                                                    "or above which an item is stopped (else the endpoint's flag)")
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _fallback_list(cls, value: Any) -> Any:
+        """``AIGC_FALLBACK=local,openai/gpt-4o-mini`` (one string) is a list too."""
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    @field_validator("moderation_thresholds", mode="before")
+    @classmethod
+    def _threshold_pairs(cls, value: Any) -> Any:
+        """``violence=0.5,hate=0.3`` (one string, e.g. from the environment) is a table too."""
+        if not isinstance(value, str):
+            return value
+        pairs = [p.partition("=") for p in value.split(",") if p.strip()]
+        return {k.strip(): v.strip() for k, _, v in pairs}
+
+    @field_validator("base_urls", mode="before")
+    @classmethod
+    def _url_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [u.strip() for u in value.split(",")]
+        if isinstance(value, list) and (not value or not all(isinstance(u, str) and u.strip() for u in value)):
+            raise ValueError("needs one or more server URLs")
+        return value
 
     @field_validator("backend", "model", "base_url", "device", "dtype")
     @classmethod
@@ -64,8 +102,12 @@ class Settings(BaseModel):
     def __repr__(self) -> str:  # pydantic already masks SecretStr; keep it short too, and the URL's secrets
         from .redact import redact_url
 
-        fields = ", ".join(f"{k}={(redact_url(v) if k == 'base_url' else v)!r}"
-                           for k, v in self.__dict__.items() if v is not None)
+        def shown(k: str, v: Any) -> Any:
+            if k == "base_url":
+                return redact_url(v)
+            return [redact_url(u) for u in v] if k == "base_urls" else v
+
+        fields = ", ".join(f"{k}={shown(k, v)!r}" for k, v in self.__dict__.items() if v is not None)
         return f"Settings({fields})"
 
     __str__ = __repr__
@@ -77,7 +119,7 @@ class Settings(BaseModel):
     def resolved_backend(self) -> str:
         if self.backend:
             return self.backend
-        return "openai" if (self.api_key or self.base_url) else "local"
+        return "openai" if (self.api_key or self.base_url or self.base_urls) else "local"
 
 
 _ENV_ALIASES = {"api_key": ("OPENAI_API_KEY",), "base_url": ("OPENAI_BASE_URL",)}

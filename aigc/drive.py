@@ -26,6 +26,8 @@ class Sent:
     attempts: int
     cost_usd: float | None
     cached: bool = False  # answered from the response cache: nothing was sent or spent
+    backend: str | None = None  # the backend that answered, when not the engine's own (a failover)
+    failover: str | None = None  # why it answered instead
 
 
 @dataclass
@@ -39,9 +41,15 @@ class _Tally:
     model: str = ""
     response_format: str | None = None
     warnings: list[str] = field(default_factory=list)
+    backend: str | None = None
+    failover: str | None = None
 
     def add(self, sent: Sent) -> None:
         c = sent.completion
+        if sent.failover is not None:
+            self.backend, self.failover = sent.backend, sent.failover
+            if sent.failover not in self.warnings:
+                self.warnings.append(sent.failover)
         if sent.cached:
             self.model = c.model
             self.requests += 1
@@ -59,6 +67,16 @@ class _Tally:
         if c.response_format in ("json_object", "prompt") and not any("json_schema" in w for w in self.warnings):
             self.warnings.append(f"the server does not support json_schema output; used {c.response_format}")
 
+    def probed(self, flow: Flow, answer: Any) -> Step:
+        """Count what a probe computed (label scoring has usage; a moderation check has none) and hand its
+        answer to the flow."""
+        usage = getattr(answer, "usage", None)
+        if isinstance(usage, Usage):
+            self.usage = self.usage + usage
+            self.requests += 1
+            self.model = getattr(answer, "model", self.model)
+        return flow.send(answer)
+
     def feed(self, flow: Flow, sents: list[Sent]) -> Step:
         """Count a step's requests and hand their completions to the flow; its next step comes back."""
         for sent in sents:
@@ -67,7 +85,8 @@ class _Tally:
 
     def result(self, outcome: Outcome, task: str, backend: str, started: float) -> Result:
         return Result(
-            text=outcome.text, task=task, model=self.model, backend=backend,
+            text=outcome.text, task=task, model=self.model, backend=self.backend or backend,
+            failover=self.failover, redactions=outcome.redactions,
             finish_reason=outcome.finish_reason, usage=self.usage, cost_usd=self.cost_usd,
             latency_s=round(time.perf_counter() - started, 6), attempts=self.attempts,
             requests=self.requests, reasks=outcome.reasks, parsed=outcome.parsed,
@@ -96,48 +115,68 @@ class FlowDriver:
         return self._adrive(flow, task, stream=True)
 
     def _drive(self, flow: Flow, task: str, stream: bool) -> Iterator[str | Result]:
-        started, tally = time.perf_counter(), _Tally()
+        started, tally, shown = time.perf_counter(), _Tally(), False
         try:
             step: Step = next(flow)
             while True:
                 if stream and step.emit:
+                    shown = True
                     yield step.emit
+                if step.probe is not None:
+                    step = tally.probed(flow, step.probe.run(self))
+                    continue
                 if stream and step.streamable and len(step.requests) == 1:
-                    sents, trim = [], _Trim() if step.strip else None
+                    sents, view = [], _Shown(step)
                     for piece in self.stream(step.requests[0], task):
                         if isinstance(piece, Sent):
                             sents.append(piece)
-                        elif text := (trim.feed(piece) if trim else piece):
+                        elif text := view.feed(piece):
+                            shown = True
                             yield text
+                    if text := view.flush():
+                        shown = True
+                        yield text
                     if step.trailer:
                         yield step.trailer
                 else:
                     sents = _all_or_raise(self.execute_many(step.requests, task))
                 step = tally.feed(flow, sents)
         except StopIteration as stop:
+            if stream and not shown and stop.value.text:
+                yield stop.value.text  # nothing streamed (structured output, a label): the text, whole
             yield tally.result(stop.value, task, self.backend.name, started)
 
     async def _adrive(self, flow: Flow, task: str, stream: bool) -> AsyncIterator[str | Result]:
         """Async twin of :meth:`_drive`."""
-        started, tally = time.perf_counter(), _Tally()
+        started, tally, shown = time.perf_counter(), _Tally(), False
         try:
             step: Step = next(flow)
             while True:
                 if stream and step.emit:
+                    shown = True
                     yield step.emit
+                if step.probe is not None:
+                    step = tally.probed(flow, await step.probe.arun(self))
+                    continue
                 if stream and step.streamable and len(step.requests) == 1:
-                    sents, trim = [], _Trim() if step.strip else None
+                    sents, view = [], _Shown(step)
                     async for piece in self.astream(step.requests[0], task):
                         if isinstance(piece, Sent):
                             sents.append(piece)
-                        elif text := (trim.feed(piece) if trim else piece):
+                        elif text := view.feed(piece):
+                            shown = True
                             yield text
+                    if text := view.flush():
+                        shown = True
+                        yield text
                     if step.trailer:
                         yield step.trailer
                 else:
                     sents = _all_or_raise(await self.aexecute_many(step.requests, task))
                 step = tally.feed(flow, sents)
         except StopIteration as stop:
+            if stream and not shown and stop.value.text:
+                yield stop.value.text  # nothing streamed (structured output, a label): the text, whole
             yield tally.result(stop.value, task, self.backend.name, started)
 
     def run_many(self, flows: list[Flow], task: str) -> list[Result | AigcError]:
@@ -180,7 +219,10 @@ class FlowDriver:
 
     def _advance(self, i, flow, sents, steps, done, tallies, task, started) -> None:
         try:
-            steps[i] = next(flow) if sents is None else tallies[i].feed(flow, sents)
+            step = next(flow) if sents is None else tallies[i].feed(flow, sents)
+            while step.probe is not None:  # probes are quick checks: run them in place
+                step = tallies[i].probed(flow, step.probe.run(self))
+            steps[i] = step
         except StopIteration as stop:
             done[i] = tallies[i].result(stop.value, task, self.backend.name, started)
         except AigcError as e:
@@ -193,6 +235,23 @@ def _all_or_raise(outcomes: list) -> list[Sent]:
         if isinstance(out, BaseException):
             raise out
     return outcomes
+
+
+class _Shown:
+    """What the caller sees of a streamed step: its text filter first, then the whitespace trim."""
+
+    def __init__(self, step: Step) -> None:
+        self.filter = step.text_filter
+        self.trim = _Trim() if step.strip else None
+
+    def feed(self, piece: str) -> str:
+        if self.filter is not None:
+            piece = self.filter.feed(piece)
+        return self.trim.feed(piece) if self.trim is not None and piece else piece
+
+    def flush(self) -> str:
+        rest = self.filter.flush() if self.filter is not None else ""
+        return self.trim.feed(rest) if self.trim is not None and rest else rest
 
 
 class _Trim:

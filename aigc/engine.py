@@ -13,7 +13,11 @@ rules hold for every task, backend and path alike:
 5. The backend call runs under the single retry layer.
 6. The actual usage is charged, priced and recorded in the ledger (no prompts unless opted in).
 
-The decisions live in :class:`EngineBase`; :class:`Engine`'s sync and async methods only do I/O.
+7. When retries run out on transient failures or the quota is exhausted, the request fails over to the
+   next engine in the fallback chain (see :mod:`aigc.failover`).
+
+The decisions live in :class:`EngineBase`; :class:`Engine`'s sync and async methods only do I/O. Besides
+chat requests the engine runs the probes flows may ask for: a moderation check and label scoring.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 from .accounting import Accounting, price
 from .drive import FlowDriver, Sent
 from .errors import AigcError, BackendError, ContextLengthExceeded, RateLimited
+from .failover import Failover, Health
+from .probes import ProbeRunner
 from .retry import RetryPolicy, acall_with_retry, call_with_retry
 from .types import DEFAULT_MAX_OUTPUT_TOKENS, ChatRequest, Completion, StreamDelta, Usage
 
@@ -55,18 +61,27 @@ class EngineBase:
     """Every decision about a request, shared by the sync and async paths."""
 
     def __init__(self, backend: Backend, settings: Settings, policy: RetryPolicy, accounting: Accounting, *,
-                 concurrency: int = 4) -> None:
+                 concurrency: int = 4, fallback: Engine | None = None, moderator: Any = None) -> None:
         self.backend = backend
         self.settings = settings
         self.policy = policy
         self.accounting = accounting
         self.concurrency = max(1, concurrency)
+        self.fallback = fallback  # the engine that takes over when this one cannot answer (aigc.failover)
+        self.moderator = moderator  # the moderation service, when there is one (aigc.moderation)
+        self.health = Health(settings.fallback_cooldown)
 
     def with_budget(self, budget: Any) -> Any:
-        """The same engine with one more budget to respect (e.g. a per-call cap)."""
+        """The same engine with one more budget to respect (e.g. a per-call cap); its fallbacks too."""
         twin = copy.copy(self)
         twin.accounting = self.accounting.with_budget(budget)
+        if self.fallback is not None:
+            twin.fallback = self.fallback.with_budget(budget)
         return twin
+
+    @property
+    def model(self) -> str:
+        return self.settings.model or self.backend.default_model
 
     # -- models and prices ------------------------------------------------------------------------------
     def model_info(self, model: str) -> ModelInfo:
@@ -155,11 +170,13 @@ class EngineBase:
         return ticket.request.model_copy(update={"timeout": timeout})
 
 
-class Engine(EngineBase, FlowDriver):
-    """Executes requests for one client or run; the I/O twins of :class:`EngineBase`'s decisions."""
+class Engine(EngineBase, Failover, FlowDriver, ProbeRunner):
+    """Executes requests for one client or run; the I/O twins of :class:`EngineBase`'s decisions. Its
+    ``execute``, ``aexecute``, ``stream`` and ``astream`` (from :class:`~aigc.failover.Failover`) send here,
+    or on to the fallback; ``_execute`` and its twins send here."""
 
-    # -- one request ------------------------------------------------------------------------------------
-    def execute(self, request: ChatRequest, task: str) -> Sent:
+    # -- one request here -------------------------------------------------------------------------------
+    def _execute(self, request: ChatRequest, task: str) -> Sent:
         ticket = self.admit(request, task)
         if isinstance(ticket, Sent):
             return ticket
@@ -183,7 +200,7 @@ class Engine(EngineBase, FlowDriver):
             raise
         return self.succeeded(ticket, completion, attempts)
 
-    async def aexecute(self, request: ChatRequest, task: str) -> Sent:
+    async def _aexecute(self, request: ChatRequest, task: str) -> Sent:
         ticket = self.admit(request, task)
         if isinstance(ticket, Sent):
             return ticket
@@ -207,10 +224,8 @@ class Engine(EngineBase, FlowDriver):
             raise
         return self.succeeded(ticket, completion, attempts)
 
-    # -- one streamed request ---------------------------------------------------------------------------
-    def stream(self, request: ChatRequest, task: str) -> Iterator[str | Sent]:
-        """Stream one request: text pieces, then the :class:`Sent`. Failures before the first piece are
-        retried; once text has reached the caller a failure surfaces instead of repeating it."""
+    # -- one streamed request here ----------------------------------------------------------------------
+    def _stream(self, request: ChatRequest, task: str) -> Iterator[str | Sent]:
         ticket = self.admit(request, task)
         if isinstance(ticket, Sent):
             yield from (ticket.completion.text, ticket) if ticket.completion.text else (ticket,)
@@ -247,8 +262,7 @@ class Engine(EngineBase, FlowDriver):
             raise
         yield self.succeeded(ticket, completion, attempts)
 
-    async def astream(self, request: ChatRequest, task: str) -> AsyncIterator[str | Sent]:
-        """Async twin of :meth:`stream`."""
+    async def _astream(self, request: ChatRequest, task: str) -> AsyncIterator[str | Sent]:
         ticket = self.admit(request, task)
         if isinstance(ticket, Sent):
             if ticket.completion.text:

@@ -9,6 +9,8 @@
     │   └── TemplateVariableMissing  a variable the template needs was not given
     ├── BudgetExceeded               a request could exceed the token / money cap; nothing was sent
     ├── OutputInvalid                structured output still invalid after the re-asks
+    │   └── FactCheckFailed          a news draft states facts its input does not hold (strict)
+    ├── ContentFlagged               the moderation check stopped the input or the output
     └── BackendError                 the model server or local model failed
         ├── TransientError           worth retrying (aigc retries these itself)
         │   ├── RateLimited          429 (retry_after in seconds when the server said)
@@ -37,6 +39,8 @@ __all__ = [
     "TemplateVariableMissing",
     "BudgetExceeded",
     "OutputInvalid",
+    "FactCheckFailed",
+    "ContentFlagged",
     "BackendError",
     "TransientError",
     "RateLimited",
@@ -119,6 +123,23 @@ class OutputInvalid(AigcError):
         super().__init__(message)
         self.text = text
         self.errors = errors
+
+
+class FactCheckFailed(OutputInvalid):
+    """A news draft holds numbers, dates, names or quotations its facts do not (``strict=True``)."""
+
+    def __init__(self, message: str, *, text: str = "", unsupported: list[str] | None = None) -> None:
+        super().__init__(message, text=text, errors="; ".join(unsupported or []))
+        self.unsupported = list(unsupported or [])
+
+
+class ContentFlagged(AigcError):
+    """The moderation check stopped an item: its input or its output crossed a category's threshold."""
+
+    def __init__(self, message: str, *, side: str, categories: dict[str, float]) -> None:
+        super().__init__(message)
+        self.side = side  # "input" or "output"
+        self.categories = dict(categories)  # the categories that crossed, with their scores
 
 
 class BackendError(AigcError):

@@ -9,14 +9,31 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
 from .errors import OutputInvalid
 from .types import ChatRequest, Completion, Message
+
+
+class Probe(Protocol):
+    """A call that generates no text (a moderation check, scoring labels): the driver runs it on its engine
+    and sends its answer back to the flow in place of completions."""
+
+    def run(self, engine: Any) -> Any: ...
+
+    async def arun(self, engine: Any) -> Any: ...
+
+
+class TextFilter(Protocol):
+    """Rewrites streamed text piece by piece (e.g. putting redacted values back); ``flush`` at the end."""
+
+    def feed(self, piece: str) -> str: ...
+
+    def flush(self) -> str: ...
 
 
 @dataclass
@@ -29,6 +46,10 @@ class Step:
     emit: str = ""
     strip: bool = False
     trailer: str = ""
+    # Instead of requests: one probe, whose answer the flow receives.
+    probe: Probe | None = None
+    # When streaming: what the streamed text passes through before it reaches the caller.
+    text_filter: TextFilter | None = None
 
 
 @dataclass
@@ -38,9 +59,24 @@ class Outcome:
     parsed: Any = None
     reasks: int = 0
     warnings: list[str] = field(default_factory=list)
+    redactions: dict[str, int] = field(default_factory=dict)  # counts only (see aigc.pii)
 
 
 Flow = Generator[Step, list[Completion], Outcome]
+
+
+def wrapped(flow: Flow, *, step: Callable[[Step], Step] | None = None,
+            reply: Callable[[Step, Any], Any] | None = None,
+            outcome: Callable[[Outcome], Outcome] | None = None) -> Flow:
+    """``flow`` with each step it yields, each answer sent back to it and its outcome passed through these
+    functions (the safety checks and reviews wrap task flows this way)."""
+    try:
+        current = next(flow)
+        while True:
+            answer = yield step(current) if step else current
+            current = flow.send(reply(current, answer) if reply else answer)
+    except StopIteration as stop:
+        return outcome(stop.value) if outcome else stop.value
 
 
 def single(request: ChatRequest) -> Flow:

@@ -2,7 +2,8 @@
 
 Every request is recorded, failed ones included, with its tokens, its cost (NULL when the model's price
 is unknown), latency, status and attempts. Prompts and responses are stored only when the ledger was
-opened with ``store_prompts=True``; API keys never are. Times are UTC, and so are report days.
+opened with ``store_prompts=True``; API keys never are. Of values redacted before sending, only their
+counts are kept (``{"email": 1, "phone": 2}``). Times are UTC, and so are report days.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ _STOP, _HURRY = object(), object()
 LINGER_S = 0.2
 _INSERT = (
     "INSERT INTO requests (time, backend, model, task, prompt_tokens, completion_tokens, cost_usd,"
-    " latency_s, status, attempts, request_id, job, prompt, response)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " latency_s, status, attempts, request_id, job, client_key, prompt, response, redactions)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _open_ledgers: weakref.WeakSet = weakref.WeakSet()
 
@@ -42,7 +43,7 @@ def _flush_open_ledgers() -> None:
 
 LEDGER_FILE = "ledger.db"
 
-GroupBy = Literal["model", "task", "day", "backend", "job"]
+GroupBy = Literal["model", "task", "day", "backend", "job", "key"]
 
 MIGRATIONS = Migrations()
 
@@ -78,11 +79,24 @@ MIGRATIONS.register(
     """,
 )
 
+# `aigc serve` records which of its API keys (by name, never the key) each request came in with.
+MIGRATIONS.register(
+    "m003_add_client_key",
+    """
+    ALTER TABLE requests ADD COLUMN client_key TEXT;
+    CREATE INDEX requests_client_key ON requests (client_key, time);
+    """,
+)
+
+# `--redact` keeps sensitive values away from the server; the ledger says how many, never which.
+MIGRATIONS.register("m004_add_redactions", "ALTER TABLE requests ADD COLUMN redactions TEXT")
+
 _GROUP_EXPR: dict[str, str] = {
     "model": "model",
     "task": "task",
     "backend": "backend",
     "job": "job",
+    "key": "client_key",
     "day": "substr(time, 1, 10)",
 }
 
@@ -103,6 +117,7 @@ class LedgerEntry:
 
     ``status`` is "ok" or the class name of the error that ended the request (e.g. "RateLimited").
     ``prompt`` and ``response`` are kept only by a ledger opened with ``store_prompts=True``.
+    ``client_key`` is the name of the ``aigc serve`` API key a request came in with.
     """
 
     backend: str
@@ -116,8 +131,10 @@ class LedgerEntry:
     attempts: int = 1
     request_id: str | None = None
     job: str | None = None
+    client_key: str | None = None
     prompt: str | None = field(default=None, repr=False)
     response: str | None = field(default=None, repr=False)
+    redactions: str | None = None  # JSON counts by kind of the values replaced before sending
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -199,8 +216,8 @@ class Ledger:
         row = (
             _stamp(entry.time), entry.backend, entry.model, entry.task,
             entry.prompt_tokens, entry.completion_tokens, entry.cost_usd, entry.latency_s,
-            entry.status, entry.attempts, entry.request_id, entry.job,
-            entry.prompt if keep else None, entry.response if keep else None,
+            entry.status, entry.attempts, entry.request_id, entry.job, entry.client_key,
+            entry.prompt if keep else None, entry.response if keep else None, entry.redactions,
         )
         with self._idle:
             self._pending += 1

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
 
+from .errors import InputError
+
 Role = Literal["system", "user", "assistant"]
 
 # The output cap of a request that sets none (bounded by the model's own cap and what is left of its window).
@@ -57,6 +59,19 @@ class ChatRequest(BaseModel):
     json_schema: dict[str, Any] | None = None
     # Seconds for one attempt; the retry layer may shrink it to fit the overall deadline.
     timeout: float | None = None
+    # Ask for the output tokens' log-probabilities, with this many alternatives per token (0: none).
+    logprobs: int | None = Field(None, ge=0, le=20)
+    # How many values of each kind were replaced by placeholders before sending (aigc.pii): counts only,
+    # never sent, cached or stored as anything but counts.
+    redactions: dict[str, int] | None = Field(None, exclude=True)
+
+
+class TokenLogprob(BaseModel):
+    """One output token with its log-probability, and the most likely alternatives at its place."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = Field(default_factory=list)
 
 
 class Completion(BaseModel):
@@ -72,6 +87,23 @@ class Completion(BaseModel):
     usage_estimated: bool = False
     # What the server said of its rate limits in this answer's headers (see aigc.ratelimit.Limits).
     limits: dict[str, float] | None = None
+    # The output tokens' log-probabilities, when the request asked for them and the backend gives them.
+    logprobs: list[TokenLogprob] | None = None
+
+
+class Scores(BaseModel):
+    """How likely a model finds each of some replies to one prompt: the log-probability of each reply's
+    tokens, summed (``tokens`` says how many each had)."""
+
+    logprobs: list[float]
+    tokens: list[int]
+    prompt_tokens: int
+    model: str
+
+    @property
+    def usage(self) -> Usage:
+        """What the scoring pass computed, as usage (its replies were read, not generated)."""
+        return Usage(prompt_tokens=self.prompt_tokens)
 
 
 class StreamDelta(BaseModel):
@@ -98,6 +130,10 @@ class Result(BaseModel):
     parsed: Any = None
     response_format: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    # Why another backend than the first one answered (``backend`` says which did); None when it did not.
+    failover: str | None = None
+    # Values replaced by placeholders before anything was sent, by kind (counts only; see aigc.pii).
+    redactions: dict[str, int] = Field(default_factory=dict)
 
     @property
     def truncated(self) -> bool:
@@ -106,3 +142,24 @@ class Result(BaseModel):
 
     def __str__(self) -> str:
         return self.text
+
+
+def as_messages(value: Any) -> list[Message]:
+    """Chat messages from dicts (OpenAI's shape; text content parts are joined) or Message objects."""
+    if not isinstance(value, list) or not value:
+        raise InputError("messages must be a non-empty list of {\"role\": ..., \"content\": ...} objects")
+    out = []
+    for i, m in enumerate(value):
+        if isinstance(m, Message):
+            out.append(m)
+            continue
+        if not isinstance(m, dict):
+            raise InputError(f"message {i + 1} is not an object with a role and content")
+        content = m.get("content")
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        if m.get("role") not in ("system", "user", "assistant", "developer") or not isinstance(content, str):
+            raise InputError(f"message {i + 1} needs a role (system, user or assistant) and text content")
+        role = "system" if m["role"] == "developer" else m["role"]
+        out.append(Message(role=role, content=content, name=m.get("name")))
+    return out

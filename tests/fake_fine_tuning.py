@@ -1,4 +1,4 @@
-"""Fine-tuning jobs and moderation for the test server (:mod:`tests.openai_server`).
+"""Fine-tuning jobs for the test server (:mod:`tests.openai_server`).
 
 A job moves by the clock, as a real one does: ``validating_files`` → ``queued`` → ``running`` →
 ``succeeded`` (or ``failed``, or ``cancelled`` when asked), over ``durations`` seconds per stage. It bills
@@ -43,7 +43,7 @@ def _default_epochs(n: int) -> int:
 
 
 class FineTuning:
-    """The state behind ``/v1/fine_tuning/jobs`` and ``/v1/moderations``; ``error`` builds an API error."""
+    """The state behind ``/v1/fine_tuning/jobs``; ``error`` builds an API error."""
 
     def __init__(self, *, files, count_tokens, error) -> None:
         self._files = files  # file id -> (info, bytes), read with the server's lock held
@@ -55,7 +55,6 @@ class FineTuning:
         self.durations = (0.5, 0.5, 1.0)  # validating_files, queued, running (seconds)
         self.allowed = True
         self.failure: dict[str, Any] | None = None  # {"code", "message", "param", "at": "validating"|"running"}
-        self.moderation_terms: dict[str, str] = {}  # text -> the category it is flagged for
         self.lost_create_answers = 0  # creations whose answer is then lost (the connection is cut)
         self.created_bodies: list[dict] = []
 
@@ -237,17 +236,3 @@ class FineTuning:
             job.cancelled_at = time.monotonic()
             self._advance(job)
             return copy.deepcopy(job.obj)
-
-    def moderate(self, body: Any) -> dict[str, Any]:
-        if not isinstance(body, dict) or "input" not in body:
-            raise self._error(400, "Missing required parameter: 'input'.")
-        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        results = []
-        for text in texts:
-            hits = {category for term, category in self.moderation_terms.items() if term in str(text)}
-            categories = {c: c in hits for c in ("harassment", "hate", "self-harm", "sexual", "violence")}
-            results.append({"flagged": bool(hits), "categories": categories,
-                            "category_scores": {c: 0.99 if v else 0.01 for c, v in categories.items()},
-                            "category_applied_input_types": {c: ["text"] for c in categories}})
-        return {"id": f"modr-{next(self._ids)}", "model": body.get("model") or "omni-moderation-latest",
-                "results": results}

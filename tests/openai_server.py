@@ -3,7 +3,9 @@
 Hosted-path tests talk to this server through the real ``openai`` SDK, so the headers, status codes, error bodies
 and stream framing the SDK depends on are exercised over real HTTP. The server bills on its own (tiktoken plus
 OpenAI's chat formula), so a test can check aigc's counts against what a provider would charge, and it can
-misbehave on demand: scripted faults, random faults, latency, rate limits and context windows.
+misbehave on demand: scripted faults, random faults, latency, rate limits and context windows. It also answers
+``/v1/moderations`` (scores scripted with :meth:`FakeOpenAIServer.flag`) and gives ``logprobs`` /
+``top_logprobs`` in chat answers when asked.
 
 In process::
 
@@ -72,6 +74,12 @@ _CODE_ERRORS = {
         "You exceeded your current quota, please check your plan and billing details.",
     ),
 }
+
+
+_MODERATION_CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+                          "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions", "sexual",
+                          "sexual/minors", "violence", "violence/graphic")
+_CATEGORY_NAMES = {name.replace("/", "_").replace("-", "_"): name for name in _MODERATION_CATEGORIES}
 
 
 @dataclass
@@ -477,6 +485,7 @@ class FakeOpenAIServer:
                  error_rate: float = 0.0, drop_rate: float = 0.0, seed: int | None = None,
                  rpm: float | None = None, tpm: float | None = None, api_key: str | None = None,
                  batch_polls_to_complete: int = 2, rate_window: float = 1.0, latency_jitter: float = 0.0,
+                 logprob: Callable[[str], float] | None = None, supports_logprobs: bool = True,
                  fine_tune_durations: tuple[float, float, float] = (0.5, 0.5, 1.0), fine_tuning_allowed: bool = True,
                  file_polls_to_process: int = 1):
         self.host, self.port = host, port
@@ -488,6 +497,10 @@ class FakeOpenAIServer:
         self.rpm, self.tpm, self.api_key = rpm, tpm, api_key
         self.rate_window = rate_window  # seconds over which rpm/tpm are enforced: 1 (OpenAI-like) or 60
         self.batch_polls_to_complete = batch_polls_to_complete
+        # The log-probability a chat answer gives each of its tokens, when asked for logprobs.
+        self.logprob = logprob or (lambda token: math.log(0.9))
+        self.supports_logprobs = supports_logprobs
+        self.moderation_rules: dict[str, dict[str, float]] = {}
         self.fine_tune_durations, self.fine_tuning_allowed = fine_tune_durations, fine_tuning_allowed
         self.file_polls_to_process = file_polls_to_process  # retrieves before a fine-tune upload is processed
         self._lock = threading.RLock()
@@ -551,6 +564,11 @@ class FakeOpenAIServer:
     def fail_next(self, n: int, fault: Fault | None = None) -> None:
         self.enqueue_faults(*[fault or Fault.server_error()] * n)
 
+    def flag(self, substring: str, **scores: float) -> None:
+        """Moderation: a text containing ``substring`` gets these category scores (``violence=0.91``; a
+        category spelled with a slash uses ``_``: ``self_harm_intent``); 0.5 and above are flagged."""
+        self.moderation_rules[substring] = {_CATEGORY_NAMES.get(k, k): v for k, v in scores.items()}
+
     def enqueue_replies(self, *texts: str) -> None:
         with self._lock:
             self._replies.extend(texts)
@@ -573,7 +591,7 @@ class FakeOpenAIServer:
             self._files: dict[str, tuple[dict, bytes]] = {}
             self._file_polls: dict[str, int] = {}
             self._batches: dict[str, _Batch] = {}
-            # Fine-tuning jobs and moderation (tests/fake_fine_tuning.py); its options may be changed live.
+            # Fine-tuning jobs (tests/fake_fine_tuning.py); its options may be changed live.
             self.fine_tuning = FineTuning(files=self._file, count_tokens=count_prompt_tokens, error=_ApiError)
             self.fine_tuning.durations = self.fine_tune_durations
             self.fine_tuning.allowed = self.fine_tuning_allowed
@@ -620,6 +638,7 @@ class FakeOpenAIServer:
     _ROUTES = [
         ("POST", re.compile(r"/v1/chat/completions"), "_chat", True),
         ("GET", re.compile(r"/v1/models"), "_models", False),
+        ("POST", re.compile(r"/v1/moderations"), "_moderations", True),
         ("POST", re.compile(r"/v1/files"), "_upload", True),
         ("GET", re.compile(r"/v1/files/([^/]+)"), "_file_info", True),
         ("GET", re.compile(r"/v1/files/([^/]+)/content"), "_file_content", True),
@@ -633,7 +652,6 @@ class FakeOpenAIServer:
         ("GET", re.compile(r"/v1/fine_tuning/jobs/([^/]+)/events"), "_ft_events", True),
         ("GET", re.compile(r"/v1/fine_tuning/jobs/([^/]+)/checkpoints"), "_ft_checkpoints", True),
         ("POST", re.compile(r"/v1/fine_tuning/jobs/([^/]+)/cancel"), "_ft_cancel", True),
-        ("POST", re.compile(r"/v1/moderations"), "_moderate", True),
     ]
 
     def _dispatch(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> _Answer:
@@ -772,6 +790,8 @@ class FakeOpenAIServer:
             value = body.get(name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise _ApiError(400, f"Invalid '{name}': expected a positive integer.", param=name)
+        if body.get("logprobs") and not self.supports_logprobs:
+            raise _ApiError(400, "logprobs is not supported by this server", param="logprobs")
         response_format = body.get("response_format")
         if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
             if not self.supports_json_schema:
@@ -832,11 +852,12 @@ class FakeOpenAIServer:
         if limit and len(tokens) > limit:
             text, finish = _encoding(model).decode(tokens[:limit]), "length"
         completion_tokens = _count(model, text)
+        logprobs = self._logprobs(model, text, body.get("top_logprobs") or 0) if body.get("logprobs") else None
         return {
             "id": f"chatcmpl-{next(self._ids)}", "object": "chat.completion", "created": int(time.time()),
             "model": model, "system_fingerprint": None,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                         "logprobs": None, "finish_reason": finish}],
+                         "logprobs": logprobs, "finish_reason": finish}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
@@ -859,6 +880,42 @@ class FakeOpenAIServer:
         if with_usage:
             events.append({**base, "choices": [], "usage": completion["usage"]})
         return events
+
+    def _logprobs(self, model: str, text: str, top: int) -> dict[str, Any]:
+        """Each token of the answer with ``self.logprob(token)``, and ``top`` alternatives (the token first)."""
+        if not isinstance(top, int) or not 0 <= top <= 20:
+            raise _ApiError(400, "Invalid 'top_logprobs': expected an integer from 0 to 20.", param="top_logprobs")
+        enc, content = _encoding(model), []
+        for token_id in enc.encode_ordinary(text):
+            token = enc.decode_single_token_bytes(token_id).decode("utf-8", "replace")
+            lp = float(self.logprob(token))
+            alternatives = [(token, lp)] + [(f"{token}~{k}", lp - 2.0 * k) for k in range(1, top)]
+            content.append({"token": token, "logprob": lp, "bytes": list(token.encode()),
+                            "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())}
+                                             for t, v in alternatives[:top]]})
+        return {"content": content, "refusal": None}
+
+    def _moderations(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
+        """``/v1/moderations``: one result per input text, scored by :meth:`flag`'s rules."""
+        body = _parse_json(raw)
+        texts = body.get("input") if isinstance(body, dict) else None
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise _ApiError(400, "Invalid 'input': expected a string or a list of strings.", param="input")
+        with self._lock:
+            rules = dict(self.moderation_rules)
+        results = []
+        for text in texts:
+            scores = {name: 1e-5 for name in _MODERATION_CATEGORIES}
+            for substring, scripted in rules.items():
+                if substring in text:
+                    scores.update({k: max(v, scores.get(k, 0.0)) for k, v in scripted.items()})
+            categories = {name: score >= 0.5 for name, score in scores.items()}
+            results.append({"flagged": any(categories.values()), "categories": categories,
+                            "category_scores": scores,
+                            "category_applied_input_types": {name: ["text"] for name in scores}})
+        model = body.get("model") or "omni-moderation-latest"
+        return _Answer(body={"id": f"modr-{next(self._ids)}", "model": model, "results": results})
 
     def _models(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
         names = sorted({*self.context_windows, "gpt-4o-mini"})
@@ -1003,7 +1060,7 @@ class FakeOpenAIServer:
         self._bill(completion["usage"])
         return {**result, "response": {"status_code": 200, "request_id": request_id, "body": completion}}
 
-    # -- fine-tuning jobs and moderation (the state lives in tests/fake_fine_tuning.py)
+    # -- fine-tuning jobs (the state lives in tests/fake_fine_tuning.py)
 
     def _ft_create(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
         job = self.fine_tuning.create(_parse_json(raw))
@@ -1024,9 +1081,6 @@ class FakeOpenAIServer:
     def _ft_cancel(self, raw: bytes, headers: dict[str, str], fault: Fault | None, job_id: str) -> _Answer:
         return _Answer(body=self.fine_tuning.cancel(job_id))
 
-    def _moderate(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
-        return _Answer(body=self.fine_tuning.moderate(_parse_json(raw)))
-
     # -- control endpoints for a server in another process
 
     def _control(self, method: str, path: str, raw: bytes) -> _Answer:
@@ -1035,6 +1089,10 @@ class FakeOpenAIServer:
                 faults = [Fault.from_dict(item) for item in _parse_json(raw)]
                 self.enqueue_faults(*faults)
                 return _Answer(body={"queued": len(faults)})
+            if (method, path) == ("POST", "/_control/moderation"):
+                for substring, scores in _parse_json(raw).items():
+                    self.flag(substring, **scores)
+                return _Answer(body={"rules": len(self.moderation_rules)})
             if (method, path) == ("POST", "/_control/replies"):
                 replies = [str(text) for text in _parse_json(raw)]
                 self.enqueue_replies(*replies)

@@ -170,6 +170,32 @@ def test_a_server_without_json_schema_rejects_it():
         assert ask(client, response_format={"type": "json_object"}).choices
 
 
+def test_logprobs_cover_every_token_with_the_asked_alternatives(server, client):
+    server.logprob = lambda token: -0.25
+    answer = ask(client, "count the tokens of this reply", logprobs=True, top_logprobs=3)
+    content = answer.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == answer.choices[0].message.content
+    assert all(t.logprob == -0.25 and len(t.top_logprobs) == 3 and t.top_logprobs[0].token == t.token
+               for t in content)
+    assert ask(client).choices[0].logprobs is None  # only when asked
+    server.supports_logprobs = False
+    with pytest.raises(openai.BadRequestError, match="logprobs"):
+        ask(client, logprobs=True)
+
+
+def test_moderations_score_by_the_scripted_rules_one_result_per_input(server, client):
+    server.flag("knife", violence=0.91, self_harm_intent=0.2)
+    answer = client.moderations.create(model="omni-moderation-latest", input=["a knife", "a spoon"])
+    flagged, fine = answer.results
+    assert flagged.flagged and flagged.categories.violence and flagged.category_scores.violence == 0.91
+    assert flagged.category_scores.self_harm_intent == 0.2 and not flagged.categories.self_harm_intent
+    assert not fine.flagged and fine.category_scores.violence < 0.01
+    assert [r.body["input"] for r in server.requests] == [["a knife", "a spoon"]]
+    server.enqueue_faults(Fault(status=503))
+    with pytest.raises(openai.InternalServerError):
+        client.moderations.create(input="a spoon")
+
+
 def test_models_are_listed():
     with running(context_windows={"gpt-4": 8192}) as (server, client):
         assert sorted(m.id for m in client.models.list()) == ["gpt-4", "gpt-4o-mini"]

@@ -17,10 +17,12 @@ CALLS = [
     ("answer", ("When does it open?",), {"context": "The library opens at nine."}),
     ("news", ("Council approves bike lanes; work starts in May.",), {"style": "feature"}),
     ("chat", ([{"role": "user", "content": "Say hello to the parity test."}],), {}),
+    ("classify", ("The parcel never came.",), {"labels": ["billing", "shipping"]}),
+    ("sentiment", ("What a lovely day.",), {}),
 ]
 
 FIELDS = ("text", "task", "model", "backend", "finish_reason", "usage", "cost_usd", "requests", "attempts",
-          "reasks", "response_format", "warnings")
+          "reasks", "response_format", "warnings", "parsed", "redactions", "failover")
 
 
 def view(result: aigc.Result) -> dict:
@@ -78,6 +80,28 @@ async def test_every_task_is_the_same_through_both_clients(server, tmp_path):
     assert (sync_budget.spent_tokens, round(sync_budget.spent_usd, 9)) == \
         (async_budget.spent_tokens, round(async_budget.spent_usd, 9)) > (0, 0)
     assert ledger_rows(tmp_path / "sync" / "ledger.db") == ledger_rows(tmp_path / "async" / "ledger.db") != []
+
+
+async def test_the_safety_checks_are_the_same_through_both_clients(server, tmp_path):
+    server.flag("knife", violence=0.9)
+    text = "Mail ann@example.com about the library's new opening hours."
+    kw = dict(redact=True, moderate=True, cache=False)
+    with aigc.Client(**{**clients(server, tmp_path, "sync"), **kw}) as client:
+        plain = view(client.summarize(text))
+        stream = client.summarize(text, stream=True)
+        streamed = ("".join(stream), view(stream.result))
+        mapped = [view(r) if isinstance(r, aigc.Result) else type(r)
+                  for r in client.map("summarize", [text, "A knife."])]
+    async with aigc.AsyncClient(**{**clients(server, tmp_path, "async"), **kw}) as client:
+        aplain = view(await client.summarize(text))
+        stream = await client.summarize(text, stream=True)
+        astreamed = ("".join([p async for p in stream]), view(stream.result))
+        amapped = [view(r) if isinstance(r, aigc.Result) else type(r)
+                   for r in await client.map("summarize", [text, "A knife."])]
+    assert plain == aplain and streamed == astreamed and mapped == amapped
+    assert plain["redactions"] == {"email": 1} and mapped[1] is aigc.ContentFlagged
+    assert "ann@example.com" not in str([r.body for r in server.requests])
+    assert len([r for r in server.requests if r.path == "/v1/moderations"]) == 2 * 4
 
 
 async def test_the_rate_gate_and_budget_apply_to_streams_too(server, tmp_path):

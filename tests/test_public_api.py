@@ -32,19 +32,23 @@ def test_import_is_light():
 # added here too, on purpose.
 EXPORTED = {
     # the one-call functions and the default client
-    "summarize", "translate", "answer", "news", "write_news", "chat", "generate", "configure", "get_client",
+    "summarize", "translate", "answer", "news", "write_news", "chat", "classify", "sentiment", "generate",
+    "configure", "get_client",
     # clients, results and streams
     "Client", "AsyncClient", "TextStream", "AsyncTextStream", "Result", "Usage", "Message", "ChatRequest",
     "Completion", "StreamDelta",
     # configuration, retries, accounting, tasks
     "Settings", "load_settings", "RetryPolicy", "Budget", "RateGate", "Accounting", "Task", "Param",
     "register_task", "get_task",
+    # conversations, classification, redaction
+    "Conversation", "AsyncConversation", "Classification", "Redactor",
     # backends
     "Backend", "BaseBackend", "FakeBackend", "register_backend",
     # errors
     "AigcError", "ConfigError", "BackendUnavailable", "InputError", "OutputError", "TemplateError",
     "TemplateVariableMissing",
-    "BudgetExceeded", "OutputInvalid", "BackendError", "TransientError", "RateLimited", "ServerError",
+    "BudgetExceeded", "OutputInvalid", "FactCheckFailed", "ContentFlagged", "BackendError", "TransientError",
+    "RateLimited", "ServerError",
     "RequestTimeout", "ConnectionFailed", "QuotaExhausted", "AuthenticationFailed", "PermissionDenied",
     "ModelNotFound", "BadRequest", "ContextLengthExceeded",
 }

@@ -237,7 +237,7 @@ def test_an_alias_of_a_local_folder_picks_the_local_backend(tmp_path, monkeypatc
 
 
 def test_moderation_through_the_api(server, tmp_path):
-    server.fine_tuning.moderation_terms = {"attack the village": "violence"}
+    server.flag("attack the village", violence=0.91)
     lines = DATA.read_text(encoding="utf-8").splitlines()
     lines[5] = json.dumps({"messages": [{"role": "user", "content": "How do I attack the village?"},
                                         {"role": "assistant", "content": "Beep boop! I won't help."}]})

@@ -11,7 +11,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..errors import BackendUnavailable
-from ..types import ChatRequest, Completion, Message, StreamDelta
+from ..types import ChatRequest, Completion, Message, Scores, StreamDelta
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -31,6 +31,8 @@ class Backend(Protocol):
     default_model: str
     # True when many prompts are best sent together through generate_batch (local models on one device).
     prefers_batches: bool
+    # True when score() works: the likelihood of given replies, without generating (local models).
+    can_score: bool
     # True when answers carry the server's rate limits (Completion.limits), so a client can learn them.
     reports_limits: bool
 
@@ -64,6 +66,14 @@ class Backend(Protocol):
         """The provider's asynchronous batch service (see aigc.backends.openai.batches), or None."""
         ...
 
+    def moderation_api(self) -> Any:
+        """The provider's moderation endpoint (see aigc.moderation.ModerationApi), or None."""
+        ...
+
+    def score(self, request: ChatRequest, continuations: list[str]) -> Scores:
+        """The log-probability of each continuation as the reply to ``request`` (when ``can_score``)."""
+        ...
+
     def close(self) -> None: ...
 
     async def aclose(self) -> None: ...
@@ -75,6 +85,7 @@ class BaseBackend(abc.ABC):
     name = "base"
     default_model = ""
     prefers_batches = False
+    can_score = False
     reports_limits = False
 
     @abc.abstractmethod
@@ -98,6 +109,12 @@ class BaseBackend(abc.ABC):
 
     def batch_api(self) -> Any:
         return None
+
+    def moderation_api(self) -> Any:
+        return None
+
+    def score(self, request: ChatRequest, continuations: list[str]) -> Scores:
+        raise NotImplementedError(f"the {self.name} backend cannot score replies without generating them")
 
     def context_window(self, model: str) -> int:
         """Shorthand for ``model_info(model).context_window``."""

@@ -284,5 +284,5 @@ def _result(task: str, outcome: Outcome, completion: Completion, backend: str, c
                   finish_reason=outcome.finish_reason, usage=usage, cost_usd=0.0 if cached else cost,
                   requests=1, attempts=0 if cached else 1, parsed=outcome.parsed, reasks=outcome.reasks,
                   warnings=["served from the response cache"] if cached else [*outcome.warnings],
-                  latency_s=0.0)
+                  latency_s=0.0, redactions=outcome.redactions)
 

@@ -63,6 +63,8 @@ class ModelSpec(_Section):
     timeout: float | None = Field(None, gt=0)
     deadline: float | None = Field(None, gt=0)
     max_attempts: int | None = Field(None, ge=1)
+    fallback: list[str] | None = Field(None, description="backends (or backend/model) that answer when this "
+                                       "one's retries run out or its quota is exhausted, in order")
     seed: int | None = Field(None, description="sampling seed, sent with each request (part of the item key)")
 
 
@@ -78,6 +80,14 @@ class BudgetSpec(_Section):
     max_cost_usd: float | None = Field(None, ge=0)
     # ``max_tokens`` is its earlier name, still accepted.
     max_total_tokens: int | None = Field(None, ge=0, validation_alias=AliasChoices("max_total_tokens", "max_tokens"))
+
+
+class SafetySpec(_Section):
+    redact: bool | None = Field(None, description="placeholders for e-mail, phone, card and IBAN numbers")
+    region: str | None = Field(None, pattern=r"^[A-Za-z]{2}$", description="phone numbers' region, e.g. DE")
+    moderate: bool | None = Field(None, description="check input and output with the moderation endpoint")
+    moderation_model: str | None = None
+    thresholds: dict[str, float] | None = Field(None, description="category -> score that stops an item")
 
 
 class BatchApiSpec(_Section):
@@ -97,6 +107,7 @@ class JobFile(_Section):
     model: ModelSpec = Field(default_factory=ModelSpec)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    safety: SafetySpec = Field(default_factory=SafetySpec)
     batch_api: BatchApiSpec = Field(default_factory=BatchApiSpec)
 
 

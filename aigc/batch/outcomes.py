@@ -46,11 +46,17 @@ FATAL = (AuthenticationFailed, PermissionDenied, ModelNotFound, ConfigError)
 
 
 def output_line(item: Item, result: Result) -> dict[str, Any]:
-    """An item's line in a JSONL output: its text and what producing it took."""
-    return {"id": item.id, "key": item.key, "text": result.text, "model": result.model,
+    """An item's line in a JSONL output: its text (and parsed output, e.g. a classification's label and
+    confidence) and what producing it took."""
+    line = {"id": item.id, "key": item.key, "text": result.text, "model": result.model,
             "finish_reason": result.finish_reason, "prompt_tokens": result.usage.prompt_tokens,
             "completion_tokens": result.usage.completion_tokens, "cost_usd": result.cost_usd,
             "latency_s": result.latency_s, "cached": "served from the response cache" in result.warnings}
+    if result.parsed is not None:
+        line["parsed"] = result.model_dump(mode="json", include={"parsed"})["parsed"]
+    if result.failover is not None:
+        line["backend"], line["failover"] = result.backend, result.failover
+    return line
 
 
 class Outcomes:

@@ -28,12 +28,14 @@ def open_client(job: Job, *, use_cache: bool = True, budget: Budget | None = Non
     response cache and the job's name on every ledger row."""
     from ..client import AsyncClient
 
-    m, limits = job.spec.model, job.spec.limits
+    m, limits, safety = job.spec.model, job.spec.limits, job.spec.safety
     return AsyncClient(
         backend=m.backend, model=m.model, base_url=m.base_url, temperature=m.temperature,
         max_output_tokens=m.max_output_tokens, timeout=m.timeout, deadline=m.deadline, max_attempts=m.max_attempts,
         templates_dir=job.templates_dir, budget=budget or Budget(allow_unknown_prices=True),
-        rpm=limits.rpm, tpm=limits.tpm, cache=use_cache, job=job.name,
+        rpm=limits.rpm, tpm=limits.tpm, cache=use_cache, job=job.name, fallback=m.fallback,
+        redact=safety.redact, redact_region=safety.region, moderate=safety.moderate,
+        moderation_model=safety.moderation_model, moderation_thresholds=safety.thresholds,
         # One request at a time per item: with `concurrency` items in flight, at most `concurrency`
         # requests are ever in flight, which bounds what a crash can make us pay twice.
         concurrency=1,

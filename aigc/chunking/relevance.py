@@ -10,7 +10,7 @@ from typing import Any
 
 from .packing import _sizer
 
-__all__ = ["select_relevant"]
+__all__ = ["select_relevant", "bm25_scores", "terms"]
 
 # ---------------------------------------------------------------------------------------------------------
 # Relevance
@@ -20,8 +20,41 @@ _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _TERM = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
 
 
-def _terms(text: str) -> list[str]:
-    return _TERM.findall(text.lower())
+def fold(term: str) -> str:
+    """A light English suffix fold, so "opens", "opening" and "opened" meet "open" (no dictionary: only longer
+    words lose a regular ending)."""
+    if len(term) > 5 and term.endswith("ies"):
+        return term[:-3] + "y"
+    if len(term) > 5 and term.endswith(("ing", "ed")):
+        return term[:-3] if term.endswith("ing") else term[:-2]
+    if len(term) > 3 and term.endswith("s") and not term.endswith(("ss", "us", "is")):
+        return term[:-1]
+    return term
+
+
+def terms(text: str) -> list[str]:
+    """Lower-cased word terms, lightly folded (single characters for Chinese, Japanese and Korean)."""
+    return [fold(t) for t in _TERM.findall(text.lower())]
+
+
+def bm25_scores(chunks: Sequence[str], question: str) -> list[float]:
+    """Each chunk's BM25 score (k1=1.5, b=0.75) for the terms of ``question``; 0.0 shares no term."""
+    docs = [_Bag(terms(c)) for c in chunks]
+    lengths = [sum(d.values()) for d in docs]
+    avg = (sum(lengths) / len(docs) if docs else 0.0) or 1.0
+    query = set(terms(question))
+    df = {t: sum(1 for d in docs if t in d) for t in query}
+    k1, b = 1.5, 0.75
+    scores = []
+    for d, length in zip(docs, lengths, strict=True):
+        score = 0.0
+        for t in query:
+            tf = d.get(t, 0)
+            if tf:
+                idf = math.log(1 + (len(docs) - df[t] + 0.5) / (df[t] + 0.5))
+                score += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avg))
+        scores.append(score)
+    return scores
 
 
 def select_relevant(chunks: Sequence[str], question: str, room_tokens: int, counter: Any) -> list[int]:
@@ -35,21 +68,7 @@ def select_relevant(chunks: Sequence[str], question: str, room_tokens: int, coun
     if not chunks:
         return []
     sizer = _sizer(counter, None)
-    docs = [_Bag(_terms(c)) for c in chunks]
-    lengths = [sum(d.values()) for d in docs]
-    avg = (sum(lengths) / len(docs)) or 1.0
-    query = set(_terms(question))
-    df = {t: sum(1 for d in docs if t in d) for t in query}
-    k1, b = 1.5, 0.75
-    scores = []
-    for d, length in zip(docs, lengths, strict=True):
-        score = 0.0
-        for t in query:
-            tf = d.get(t, 0)
-            if tf:
-                idf = math.log(1 + (len(docs) - df[t] + 0.5) / (df[t] + 0.5))
-                score += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avg))
-        scores.append(score)
+    scores = bm25_scores(chunks, question)
     order = sorted(range(len(chunks)), key=lambda k: (-scores[k], k))
     sizes = sizer.count_many(list(chunks))
     room, keep = room_tokens, []

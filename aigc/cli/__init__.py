@@ -60,7 +60,7 @@ def _setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``aigc`` console script."""
-    from . import admin, batch, content, eval, tune  # noqa: F401  (register their commands)
+    from . import admin, batch, chat, content, eval, serve, tune  # noqa: F401  (register their commands)
     from .app import app
 
     content.register_task_commands()

@@ -42,7 +42,7 @@ def tokens(
 @app.command()
 def usage(
     since: Annotated[str | None, typer.Option(help='How far back: "7d", "24h", "30m" or a date.')] = None,
-    by: Annotated[str | None, typer.Option(help="Group by model, task, day, backend or job.")] = None,
+    by: Annotated[str | None, typer.Option(help="Group by model, task, day, backend, job or key (aigc serve API keys).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Report tokens and money spent, from the local usage ledger."""

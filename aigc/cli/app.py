@@ -16,7 +16,8 @@ from .io import check_writable, write_atomic
 
 app = typer.Typer(
     name="aigc",
-    help="Summaries, translations, news drafts and answers from language models — hosted or local.\n\n"
+    help="Summaries, translations, news drafts, answers, conversations and labels from language models — hosted "
+         "or local.\n\n"
          "Example: aigc summarize article.txt --length \"3 sentences\"",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -41,6 +42,17 @@ BudgetTokOpt = Annotated[int | None, typer.Option("--max-total-tokens", min=1,
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", min=0.1, help="Seconds per attempt.")]
 DeadlineOpt = Annotated[float | None, typer.Option("--deadline", min=0.1,
                                                    help="Seconds for the whole call, retries included.")]
+FallbackOpt = Annotated[list[str] | None, typer.Option(
+    "--fallback", help="Backend, or backend/model, that answers when this one's retries run out or its quota is "
+                       "exhausted (repeatable, tried in order), e.g. --fallback local.")]
+RedactOpt = Annotated[bool | None, typer.Option(
+    "--redact/--no-redact", help="Replace e-mail addresses, phone, card and IBAN numbers with placeholders before "
+                                 "sending, and put them back in the output.")]
+RegionOpt = Annotated[str | None, typer.Option(
+    "--region", help="With --redact: the region of phone numbers written without a country code, e.g. DE.")]
+ModerateOpt = Annotated[bool | None, typer.Option(
+    "--moderate/--no-moderate", help="Check the input and the output with the moderation endpoint; a flagged "
+                                     "item is stopped (exit 1).")]
 
 # Option name -> (annotation, default): shared by every content command.
 COMMON: dict[str, tuple[Any, Any]] = {
@@ -48,7 +60,8 @@ COMMON: dict[str, tuple[Any, Any]] = {
     "max_output_tokens": (MaxOutOpt, None), "base_url": (BaseUrlOpt, None), "output": (OutOpt, None),
     "as_json": (JsonOpt, False), "stream": (StreamOpt, False), "dry_run": (DryOpt, False),
     "max_cost": (CostOpt, None), "max_total_tokens": (BudgetTokOpt, None), "timeout": (TimeoutOpt, None),
-    "deadline": (DeadlineOpt, None),
+    "deadline": (DeadlineOpt, None), "fallback": (FallbackOpt, None), "redact": (RedactOpt, None),
+    "region": (RegionOpt, None), "moderate": (ModerateOpt, None),
 }
 
 
@@ -57,10 +70,11 @@ class Common:
 
     def __init__(self, backend=None, model=None, temperature=None, max_output_tokens=None, base_url=None,
                  output=None, as_json=False, stream=False, dry_run=False, max_cost=None, max_total_tokens=None,
-                 timeout=None, deadline=None) -> None:
+                 timeout=None, deadline=None, fallback=None, redact=None, region=None, moderate=None) -> None:
         self.client_args = dict(backend=backend, model=model, temperature=temperature,
                                 max_output_tokens=max_output_tokens, base_url=base_url, timeout=timeout,
-                                deadline=deadline)
+                                deadline=deadline, fallback=fallback or None, redact=redact,
+                                redact_region=region, moderate=moderate)
         self.output, self.as_json, self.stream, self.dry_run = output, as_json, stream, dry_run
         self.max_cost, self.max_total_tokens = max_cost, max_total_tokens
 
@@ -103,27 +117,40 @@ class Common:
                 result = stream.result
             else:
                 result = client.run_call(call)
-            self.finish(result)
+            self.finish(result, shown(task, result))
 
-    def finish(self, result) -> None:
+    def finish(self, result, text: str | None = None) -> None:
+        """Write or print the result (``text``: what a person is shown, when not the result's text)."""
+        text = result.text if text is None else text
         if self.output is not None:
-            text = result.text if not self.as_json else result.model_dump_json(indent=2)
+            written = text if not self.as_json else result.model_dump_json(indent=2)
             try:
-                write_atomic(self.output, text)
+                write_atomic(self.output, written)
             except (OSError, OutputError) as e:  # paid for: show it rather than lose it
                 if not self.stream:
-                    typer.echo(text)
+                    typer.echo(written)
                 said = e.message if isinstance(e, OutputError) else f"cannot write {self.output} ({e.strerror or e})"
                 raise OutputError(f"{said}; the text was printed instead", path=str(self.output)) from None
         if self.as_json:
             if self.output is None:
                 typer.echo(result.model_dump_json(indent=2))
         elif not self.stream and self.output is None:
-            typer.echo(result.text)
+            typer.echo(text)
         for warning in result.warnings:
             typer.echo(f"aigc: note: {warning}", err=True)
         if result.truncated:
             typer.echo("aigc: warning: the output was cut at the token limit; raise --max-output-tokens", err=True)
+
+
+def shown(task: str, result) -> str:
+    """What a person is shown of a result: its text, or its parsed output where the task declares so
+    (classification: the label, confidence and reason)."""
+    from ..tasks import find_task
+
+    declared = find_task(task)
+    if declared is not None and declared.cli_output == "parsed" and result.parsed is not None:
+        return str(result.parsed)
+    return result.text
 
 
 def show_plan(estimate, as_json: bool) -> None:

@@ -58,7 +58,9 @@ NEWS = Task(
     input="facts",
     long_input="condense",
     aliases=("write_news",),
-    summary="Write a news article from facts or notes.",
+    review="aigc.factcheck:review_news",
+    summary="Write a news article from facts or notes; its numbers, dates, names and quotations are checked "
+            "against the facts (what they do not hold is listed in the warnings).",
     example='aigc news notes.txt --style "neutral wire-service" --length "about 300 words"',
     params=(
         Param("facts", required=True, positional=True, nonblank=True, help="The facts or notes."),
@@ -66,6 +68,7 @@ NEWS = Task(
         Param("length", nonblank=True, help='e.g. "about 300 words".'),
         Param("headline", bool, help="Start with a headline."),
         Param("audience", nonblank=True, help='e.g. "general readers".'),
+        Param("strict", bool, help="Fail instead of warning when the draft states facts the input does not."),
     ),
 )
 
@@ -80,4 +83,37 @@ CHAT = Task(
     ),
 )
 
-BUILTIN = (SUMMARIZE, TRANSLATE, ANSWER, NEWS, CHAT)
+CLASSIFY = Task(
+    name="classify",
+    template="classify",
+    input="text",
+    flow="aigc.classify:classify_flow",
+    cli_output="parsed",
+    summary="Choose a label (or, with --multi, every label that applies) for a text from a given set, with a "
+            "short reason and a confidence where the backend gives one.",
+    example="aigc classify ticket.txt --labels billing,shipping,returns,other",
+    params=(
+        Param("text", required=True, positional=True, nonblank=True, help="The text to classify."),
+        Param("labels", list, required=True, help="The labels to choose from, comma-separated."),
+        Param("multi", bool, help="Choose every label that applies (none, one or several)."),
+        Param("reason", bool, default=True, help="Give a short reason."),
+    ),
+)
+
+SENTIMENT = Task(
+    name="sentiment",
+    template="sentiment",
+    input="text",
+    flow="aigc.classify:classify_flow",
+    cli_output="parsed",
+    summary="The sentiment a text expresses (positive, negative or neutral), with a short reason and a "
+            "confidence where the backend gives one.",
+    example="aigc sentiment review.txt",
+    params=(
+        Param("text", required=True, positional=True, nonblank=True, help="The text to judge."),
+        Param("labels", list, default=("positive", "negative", "neutral"), help="The labels to choose from."),
+        Param("reason", bool, default=True, help="Give a short reason."),
+    ),
+)
+
+BUILTIN = (SUMMARIZE, TRANSLATE, ANSWER, NEWS, CHAT, CLASSIFY, SENTIMENT)

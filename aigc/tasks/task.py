@@ -5,6 +5,8 @@ its commands before anything heavy is loaded).
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +16,7 @@ __all__ = ["Param", "Task", "OPTIONS", "LONG_INPUT"]
 
 # Options every task call accepts besides its parameters (they shape the request, not the prompt).
 OPTIONS = ("model", "temperature", "max_output_tokens", "top_p", "stop", "seed", "stream", "schema", "budget",
-           "timeout")
+           "timeout", "redact", "moderate")
 _OPTION_ALIASES = {"max_tokens": "max_output_tokens"}
 # How a task may handle an input longer than the context window (implemented in aigc.longdoc).
 LONG_INPUT = ("condense", "translate", "select")
@@ -47,6 +49,10 @@ class Param:
                 pass
         if self.type is str and isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
+        if self.type is list and isinstance(value, tuple):
+            return list(value)
+        if self.type is list and isinstance(value, str):  # "a,b,c" from a command line or a job file
+            return [part.strip() for part in value.split(",") if part.strip()]
         raise InputError(f"{task}: {self.name} must be {_NAMES[self.type]}, not {value!r}")
 
 
@@ -69,6 +75,14 @@ class Task:
     reply_scale: float | None = None  # the reply runs about this many times the input's length (translate)
     cli_argument: str | None = None  # the command line's argument when it is not the input (answer: question)
     defaults: dict[str, Any] = field(default_factory=dict)  # generation defaults (a user template's front matter)
+    # "module:function" building this task's flow from (client, task, variables, options, request), when one
+    # request (or structured output) is not how it works, e.g. classification's label scoring.
+    flow: str | None = None
+    # "module:function" reviewing the finished output, (variables, outcome) -> outcome: it may add warnings or
+    # raise (the news task's fact check).
+    review: str | None = None
+    # What the command line prints: "text" (the result's text) or "parsed" (str() of its parsed output).
+    cli_output: str = "text"
 
     def __post_init__(self) -> None:
         if self.long_input is not None and self.long_input not in LONG_INPUT:
@@ -79,6 +93,14 @@ class Task:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params)
+
+    def hook(self, kind: str) -> Callable[..., Any] | None:
+        """The function a ``flow`` or ``review`` declaration names, imported now (None when not declared)."""
+        path = getattr(self, kind)
+        if path is None:
+            return None
+        module, _, attr = path.partition(":")
+        return getattr(importlib.import_module(module), attr)
 
     def param(self, name: str) -> Param:
         return next(p for p in self.params if p.name == name)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendError, ContextLengthExceeded
-from ...types import DEFAULT_MAX_OUTPUT_TOKENS, ChatRequest, Completion, Message, StreamDelta, Usage
+from ...types import DEFAULT_MAX_OUTPUT_TOKENS, ChatRequest, Completion, Message, Scores, StreamDelta, Usage
 from ..base import BaseBackend
 from . import models as local_models
 from .batcher import MicroBatcher
@@ -69,6 +69,7 @@ class LocalBackend(BaseBackend):
     name = "local"
     default_model = DEFAULT_MODEL
     prefers_batches = True  # many prompts go through generate_batch together (Client.map, batch jobs)
+    can_score = True  # score(): the likelihood of given replies, without generating
     free = True  # no per-token price: the compute is yours
 
     def __init__(self, settings: Settings, *, batch_size: int | None = None) -> None:
@@ -155,6 +156,18 @@ class LocalBackend(BaseBackend):
         return ModelInfo(name=lm.name, context_window=lm.context_window, max_output_tokens=lm.context_window,
                          encoding=None, tokenizer=lm.name, input_price=0.0, output_price=0.0,
                          batch_input_price=0.0, batch_output_price=0.0, backend="local")
+
+    def score(self, request: ChatRequest, continuations: list[str]) -> Scores:
+        """The log-probability of each continuation as the model's whole reply to ``request``."""
+        from .scoring import reply_ids, score_replies
+
+        lm = self._get(request.model)
+        chat = [{"role": m.role, "content": m.content} for m in request.messages]
+        prompt = self._prompt_ids(lm, request.messages)
+        replies = [reply_ids(lm, chat, prompt, c, lambda text: self._encode(lm, text)) for c in continuations]
+        with self._run_lock:
+            totals = score_replies(lm, prompt, replies)
+        return Scores(logprobs=totals, tokens=[len(r) for r in replies], prompt_tokens=len(prompt), model=lm.name)
 
     # --- generating ------------------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ...config import Settings
     from ...models import ModelInfo
     from .batches import BatchApi
+    from .moderation import OpenAIModeration
 
 
 class OpenAIBackend(BaseBackend):
@@ -42,6 +43,8 @@ class OpenAIBackend(BaseBackend):
         client: openai.OpenAI | None = None,
         async_client: openai.AsyncOpenAI | None = None,
     ) -> None:
+        if settings.base_urls and not settings.base_url:  # replicas: the first names the server in messages
+            settings = settings.model_copy(update={"base_url": settings.base_urls[0]})
         self.settings = settings
         self._key = settings.key
         if not self._key and not settings.base_url:
@@ -49,14 +52,21 @@ class OpenAIBackend(BaseBackend):
                 "no API key for the openai backend: set OPENAI_API_KEY, api_key in the config file, "
                 "or use --backend local"
             )
+        if settings.base_urls and client is None and async_client is None:
+            from ...balance import balanced_clients
+
+            client, async_client = balanced_clients(settings.base_urls, self._key, timeout=settings.timeout)
         self._client = client
         self._async_client = async_client
         self.where = redact_url(settings.base_url) or "the OpenAI API"
-        self._secrets = (self._key, *url_secrets(settings.base_url))
+        if settings.base_urls and len(settings.base_urls) > 1:
+            self.where += f" (and {len(settings.base_urls) - 1} more)"
+        self._secrets = (self._key, *(s for u in (settings.base_url, *(settings.base_urls or ())) for s in url_secrets(u)))
         self.official = settings.base_url is None
         # Capabilities learned from this server's answers, so each downgrade costs one request only.
         self._response_format = "json_schema"
         self._stream_options = True
+        self._logprobs = True
         self._tables: Any = None
 
     # -- clients --------------------------------------------------------------------------------------
@@ -90,6 +100,11 @@ class OpenAIBackend(BaseBackend):
 
         return BatchApi(self)
 
+    def moderation_api(self) -> OpenAIModeration:
+        from .moderation import OpenAIModeration
+
+        return OpenAIModeration(self, self.settings.moderation_model)
+
     def translate(self, e: BaseException) -> errors.AigcError:
         """An SDK exception as aigc's error, the secrets scrubbed. Raise it outside the ``except`` block that
         caught ``e``, so that the SDK exception (and the request it holds) is not its ``__context__``."""
@@ -107,6 +122,8 @@ class OpenAIBackend(BaseBackend):
     # -- request shaping --------------------------------------------------------------------------------
     def body(self, request: ChatRequest) -> dict[str, Any]:
         """The request's JSON body as this server will be sent it (also used for Batch API lines)."""
+        if request.logprobs is not None and not self._logprobs:
+            request = request.model_copy(update={"logprobs": None})
         return wire.request_body(request, official=self.official, response_format=self._response_format)
 
     def _params(self, request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
@@ -131,6 +148,9 @@ class OpenAIBackend(BaseBackend):
             return True
         if stream and self._stream_options and ("stream_options" in text or "include_usage" in text):
             self._stream_options = False
+            return True
+        if request.logprobs is not None and self._logprobs and "logprobs" in text:
+            self._logprobs = False  # a server without log-probabilities: answers come without confidence
             return True
         return False
 

@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from ...types import ChatRequest, Completion, Usage
+from ...types import ChatRequest, Completion, TokenLogprob, Usage
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -41,6 +41,10 @@ def request_body(request: ChatRequest, *, official: bool, response_format: str =
         body["stop"] = request.stop
     if request.max_output_tokens is not None:
         body["max_completion_tokens" if official else "max_tokens"] = request.max_output_tokens
+    if request.logprobs is not None:
+        body["logprobs"] = True
+        if request.logprobs:
+            body["top_logprobs"] = request.logprobs
     if request.json_schema is not None:
         if response_format == "json_schema":
             body["response_format"] = {"type": "json_schema", "json_schema": request.json_schema}
@@ -64,6 +68,17 @@ def usage_from(raw: Any) -> Usage | None:
     return Usage(prompt_tokens=_get(raw, "prompt_tokens") or 0, completion_tokens=_get(raw, "completion_tokens") or 0)
 
 
+def logprobs_from(raw: Any) -> list[TokenLogprob] | None:
+    """A choice's ``logprobs.content`` (SDK object or JSON) as TokenLogprobs; None when there are none."""
+    content = _get(raw, "content") if raw is not None else None
+    if not content:
+        return None
+    return [TokenLogprob(token=_get(t, "token") or "", logprob=float(_get(t, "logprob") or 0.0),
+                         top=[(_get(a, "token") or "", float(_get(a, "logprob") or 0.0))
+                              for a in _get(t, "top_logprobs") or []])
+            for t in content]
+
+
 def completion_from(resp: Any, request: ChatRequest, *, response_format: str | None = None,
                     request_id: str | None = None) -> Completion:
     """A Completion from a ``chat.completion`` object (SDK object or JSON)."""
@@ -77,6 +92,8 @@ def completion_from(resp: Any, request: ChatRequest, *, response_format: str | N
         model=_get(resp, "model") or request.model,
         request_id=request_id or getattr(resp, "_request_id", None),
         response_format=response_format if request.json_schema is not None else None,
+        logprobs=logprobs_from(_get(choice, "logprobs")) if choice is not None and request.logprobs is not None
+        else None,
     )
 
 

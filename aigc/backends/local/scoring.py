@@ -1,0 +1,71 @@
+"""Scoring replies without generating them: the log-probability a local model gives each of some
+continuations of one prompt, in one forward pass over all of them (for classification's confidences).
+
+A continuation is scored as the whole reply, end-of-turn marker included, as the model's chat template would
+write it: "positive" is then not also counted as the start of "positively".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...errors import ContextLengthExceeded
+
+__all__ = ["reply_ids", "score_replies"]
+
+
+def reply_ids(lm: Any, messages: list[dict[str, str]], prompt: list[int], reply: str,
+              encode: Any) -> list[int]:
+    """The token ids that follow ``prompt`` when the model's reply is ``reply``: rendered by its chat template
+    (so the end-of-turn marker is the template's own), cut after the first end token."""
+    tok = lm.tokenizer
+    ids: list[int] | None = None
+    if getattr(tok, "chat_template", None):
+        full = encode(tok.apply_chat_template([*messages, {"role": "assistant", "content": reply}],
+                                              tokenize=False))
+        if full[:len(prompt)] == prompt and len(full) > len(prompt):
+            ids = full[len(prompt):]
+    if ids is None:  # a template that does not extend its prompt: the reply's own tokens and an end token
+        ids = [*encode(reply), lm.end_ids[0]]
+    ends = [i for i, t in enumerate(ids) if t in lm.end_ids]
+    return ids[: ends[0] + 1] if ends else ids
+
+
+def score_replies(lm: Any, prompt: list[int], replies: list[list[int]]) -> list[float]:
+    """The summed log-probability of each reply's tokens after ``prompt``. The prompt is read once; the
+    replies then run together (right-padded) on copies of its cache."""
+    import torch
+
+    longest = max(len(r) for r in replies)
+    if len(prompt) + longest > lm.context_window:
+        raise ContextLengthExceeded(f"the prompt and its longest reply take {len(prompt) + longest} tokens, but "
+                                    f"{lm.name} holds {lm.context_window}; shorten the text",
+                                    code="context_length_exceeded")
+    n, device = len(replies), lm.device
+    name, keep = _arguments(lm.model)
+    with torch.inference_mode():
+        first = lm.model(input_ids=torch.tensor([prompt], device=device), use_cache=True, **keep)
+        cache = getattr(first, name)
+        cache.batch_repeat_interleave(n)
+        rows = torch.tensor([r + [lm.pad_id] * (longest - len(r)) for r in replies], device=device)
+        mask = torch.tensor([[1] * len(prompt) + [1] * len(r) + [0] * (longest - len(r)) for r in replies],
+                            device=device)
+        rest = lm.model(input_ids=rows, attention_mask=mask, use_cache=False, **{name: cache})
+    # The prediction of a reply's first token is the prompt's last position; the others follow it.
+    logp = torch.cat([first.logits[:, -1:, :].float().expand(n, 1, -1), rest.logits[:, :-1, :].float()], dim=1)
+    logp = torch.log_softmax(logp, dim=-1)
+    totals = []
+    for row, reply in enumerate(replies):
+        picked = logp[row, torch.arange(len(reply), device=device), torch.tensor(reply, device=device)]
+        totals.append(float(picked.sum()))
+    return totals
+
+
+def _arguments(model: Any) -> tuple[str, dict[str, int]]:
+    """What this transformers version calls the key/value cache (``cache`` in 5.x, else ``past_key_values``),
+    and how to ask for the last position's logits only (where it can)."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    keep = next(({k: 1} for k in ("logits_to_keep", "num_logits_to_keep") if k in params), {})
+    return ("cache" if "cache" in params else "past_key_values"), keep
