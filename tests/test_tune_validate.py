@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from datetime import date
 
@@ -189,16 +188,6 @@ def test_cli_lists_problems_and_exits_2(tmp_path, capsys):
     assert data["problems"][0]["line"] == 4 and data["target"] == "openai"
     lines[3] = lines[4]
     assert run("tune", "validate", str(write(tmp_path, lines)), "--model", HOSTED) == 0
-
-
-@pytest.mark.skipif(importlib.util.find_spec("aigc.eval") is not None, reason="aigc eval is installed")
-def test_eval_suites_are_refused_before_training_without_aigc_eval(tmp_path, capsys):
-    suite = tmp_path / "suite.toml"
-    suite.write_text("name = 'x'\n", encoding="utf-8")
-    data = write(tmp_path, good_lines())
-    assert run("tune", "local", str(data), "-o", str(tmp_path / "out"), "--eval", str(suite)) == 2
-    assert "--eval needs aigc eval" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.tune").exists()
 
 
 def test_a_missing_eval_suite_is_refused_before_training(tmp_path, capsys):
