@@ -24,6 +24,7 @@ from .retry import RetryPolicy
 from .streams import AsyncTextStream, TextStream
 from .tasks import Task, find_task, get_task, task_for_template
 from .templates import TemplateLibrary
+from .tune.aliases import apply as apply_alias
 from .types import ChatRequest, Message, Result, as_messages
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ class ClientBase:
                         moderation_thresholds=moderation_thresholds)
         if backend is not None:
             explicit["backend"] = backend if isinstance(backend, str) else backend.name
-        self.settings = updated(settings, explicit) if settings is not None else load_settings(explicit)
+        self.settings = apply_alias(updated(settings, explicit) if settings is not None else load_settings(explicit))
         s = self.settings
         self.backend: Backend = create_backend(s) if backend is None or isinstance(backend, str) else backend
         self.templates = TemplateLibrary(s.templates_dir)

@@ -6,7 +6,9 @@ The table ships as ``aigc/data/models.toml``; a user file of the same shape is m
 1. the exact name, or an alias, ignoring case;
 2. a dated snapshot (``gpt-4o-mini-2024-07-18``, ``gpt-3.5-turbo-0125``): the longest known name that the
    snapshot date extends. Only a date may follow, so ``o3-mini-2025-01-31`` never borrows the prices of ``o3``;
-3. anything else: ``known=False`` with a conservative 8192-token window, o200k_base counting and no prices,
+3. a fine-tuned model (``ft:gpt-4o-mini-2024-07-18:org:suffix:id``): its base model's entry, priced at the
+   base's fine-tuned prices (unknown, never the base's own prices, when the table has none);
+4. anything else: ``known=False`` with a conservative 8192-token window, o200k_base counting and no prices,
    so its cost is reported as unknown rather than as 0.
 """
 
@@ -32,7 +34,9 @@ UNKNOWN_CONTEXT_WINDOW = 8192
 UNKNOWN_MAX_OUTPUT_TOKENS = 4096
 DEFAULT_ENCODING = "o200k_base"
 
-_PRICE_KEYS = ("input_price", "output_price", "cached_input_price", "batch_input_price", "batch_output_price")
+_PRICE_KEYS = ("input_price", "output_price", "cached_input_price", "batch_input_price", "batch_output_price",
+               "training_price", "fine_tuned_input_price", "fine_tuned_cached_input_price",
+               "fine_tuned_output_price")
 # -2024-07-18 or -0125 at the end of a name: a snapshot of the model named before it.
 _SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
 
@@ -56,6 +60,12 @@ class ModelInfo(BaseModel):
     batch_input_price: float | None = Field(None, ge=0)
     batch_output_price: float | None = Field(None, ge=0)
     prices_as_of: date | None = None
+    training_price: float | None = Field(None, ge=0, description="USD per 1M tokens trained by a fine-tuning job")
+    training_max_tokens: int | None = Field(None, gt=0, description="the most tokens of one training example")
+    fine_tuned_input_price: float | None = Field(None, ge=0)
+    fine_tuned_cached_input_price: float | None = Field(None, ge=0)
+    fine_tuned_output_price: float | None = Field(None, ge=0)
+    retires: date | None = Field(None, description="the day the provider shuts the model (and its fine-tunes) down")
     backend: Literal["openai", "local"] = "openai"
     reasoning: bool = False
     aliases: tuple[str, ...] = ()
@@ -195,6 +205,8 @@ class ModelTable:
 
     def _resolve(self, name: str) -> ModelInfo:
         key = name.strip().lower()
+        if key.startswith("ft:") and key.count(":") >= 2:
+            return self._fine_tuned(name, name.strip().split(":")[1])
         entry = self._index.get(key)
         if entry is None:
             base = key
@@ -205,6 +217,18 @@ class ModelTable:
             return ModelInfo(name=name, known=False, context_window=UNKNOWN_CONTEXT_WINDOW,
                              max_output_tokens=UNKNOWN_MAX_OUTPUT_TOKENS, encoding=DEFAULT_ENCODING)
         return self._entries[entry].model_copy(update={"name": name, "matched": entry})
+
+
+    def _fine_tuned(self, name: str, base: str) -> ModelInfo:
+        """A fine-tuned model: its base's limits, at the base's fine-tuned prices (None where unknown)."""
+        info = self._resolve(base)
+        if not info.known:
+            return info.model_copy(update={"name": name})
+        return info.model_copy(update={
+            "name": name, "input_price": info.fine_tuned_input_price, "output_price": info.fine_tuned_output_price,
+            "cached_input_price": info.fine_tuned_cached_input_price, "batch_input_price": None,
+            "batch_output_price": None,
+        })
 
 
 _loaded: dict[tuple, ModelTable] = {}

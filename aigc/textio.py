@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import stat
 from pathlib import Path
 
@@ -56,7 +55,7 @@ def _create_temp(folder: Path, name: str, owner: str) -> tuple[int, Path]:
     """A new temporary file in ``folder``, created with mode 0666 so the kernel applies the umask exactly
     as it does for ``open(path, "w")``."""
     while True:
-        tmp = folder / f"{TMP_PREFIX}{owner}-{name[:80]}.{secrets.token_hex(4)}.tmp"
+        tmp = folder / f"{TMP_PREFIX}{owner}-{name[:80]}.{os.urandom(4).hex()}.tmp"
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
         except FileExistsError:

@@ -44,8 +44,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+try:
+    from tests.fake_fine_tuning import FORBIDDEN_MESSAGE, FineTuning
+except ImportError:  # run as a script from the tests folder
+    from fake_fine_tuning import FORBIDDEN_MESSAGE, FineTuning
+
 __all__ = ["Dialect", "FakeOpenAIServer", "Fault", "RecordedRequest", "count_prompt_tokens", "duration",
-           "example_instance"]
+           "example_instance", "FORBIDDEN_MESSAGE"]
 
 _O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4")
 
@@ -561,6 +566,8 @@ class FakeOpenAIServer:
                  rpm: float | None = None, tpm: float | None = None, api_key: str | None = None,
                  batch_polls_to_complete: int = 2, rate_window: float = 1.0, latency_jitter: float = 0.0,
                  logprob: Callable[[str], float] | None = None, supports_logprobs: bool = True,
+                 fine_tune_durations: tuple[float, float, float] = (0.5, 0.5, 1.0), fine_tuning_allowed: bool = True,
+                 file_polls_to_process: int = 1,
                  dialect: Dialect | None = None, token_delay: float = 0.0):
         self.host, self.port = host, port
         self.latency, self.reply, self.stream_usage = latency, reply, stream_usage
@@ -577,6 +584,8 @@ class FakeOpenAIServer:
         self.logprob = logprob or (lambda token: math.log(0.9))
         self.supports_logprobs = supports_logprobs
         self.moderation_rules: dict[str, dict[str, float]] = {}
+        self.fine_tune_durations, self.fine_tuning_allowed = fine_tune_durations, fine_tuning_allowed
+        self.file_polls_to_process = file_polls_to_process  # retrieves before a fine-tune upload is processed
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._ids = itertools.count(1)  # object ids (chatcmpl-, file-, batch_ …)
@@ -663,7 +672,12 @@ class FakeOpenAIServer:
             self._window = _RateWindow(self.rate_window)
             self._rng = random.Random(self.seed)
             self._files: dict[str, tuple[dict, bytes]] = {}
+            self._file_polls: dict[str, int] = {}
             self._batches: dict[str, _Batch] = {}
+            # Fine-tuning jobs (tests/fake_fine_tuning.py); its options may be changed live.
+            self.fine_tuning = FineTuning(files=self._file, count_tokens=count_prompt_tokens, error=_ApiError)
+            self.fine_tuning.durations = self.fine_tune_durations
+            self.fine_tuning.allowed = self.fine_tuning_allowed
 
     # -- bookkeeping
 
@@ -718,6 +732,12 @@ class FakeOpenAIServer:
         ("POST", re.compile(r"/tokenize"), "_tokenize", False),
         ("GET", re.compile(r"/props"), "_props", False),
         ("POST", re.compile(r"/api/show"), "_show", False),
+        ("POST", re.compile(r"/v1/fine_tuning/jobs"), "_ft_create", True),
+        ("GET", re.compile(r"/v1/fine_tuning/jobs"), "_ft_list", True),
+        ("GET", re.compile(r"/v1/fine_tuning/jobs/([^/]+)"), "_ft_retrieve", True),
+        ("GET", re.compile(r"/v1/fine_tuning/jobs/([^/]+)/events"), "_ft_events", True),
+        ("GET", re.compile(r"/v1/fine_tuning/jobs/([^/]+)/checkpoints"), "_ft_checkpoints", True),
+        ("POST", re.compile(r"/v1/fine_tuning/jobs/([^/]+)/cancel"), "_ft_cancel", True),
     ]
 
     def _dispatch(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> _Answer:
@@ -738,6 +758,7 @@ class FakeOpenAIServer:
             self._authorize(headers)
             if name == "_chat":
                 self._admit_arrival(raw)
+            headers = {**headers, "x-query-string": urlsplit(target).query}  # for handlers that read it
             record.fault = self._next_fault() if faultable else None
             answer = self._apply_fault(record.fault) or getattr(self, name)(raw, headers, record.fault, *args)
         except _ApiError as err:
@@ -1075,8 +1096,10 @@ class FakeOpenAIServer:
 
     def _store_file(self, filename: str, purpose: str, data: bytes) -> dict[str, Any]:
         with self._lock:
+            # Fine-tuning uploads are processed a little later (clients must wait for it); others at once.
+            status = "uploaded" if purpose == "fine-tune" and self.file_polls_to_process > 0 else "processed"
             info = {"id": f"file-{next(self._ids)}", "object": "file", "bytes": len(data),
-                    "created_at": int(time.time()), "filename": filename, "purpose": purpose, "status": "processed"}
+                    "created_at": int(time.time()), "filename": filename, "purpose": purpose, "status": status}
             self._files[info["id"]] = (info, data)
             return dict(info)
 
@@ -1097,7 +1120,13 @@ class FakeOpenAIServer:
         return _Answer(body=self._store_file(filename or "upload", purpose, data))
 
     def _file_info(self, raw: bytes, headers: dict[str, str], fault: Fault | None, file_id: str) -> _Answer:
-        return _Answer(body=dict(self._file(file_id)[0]))
+        with self._lock:
+            info = self._file(file_id)[0]
+            if info["status"] == "uploaded":
+                self._file_polls[file_id] = self._file_polls.get(file_id, 0) + 1
+                if self._file_polls[file_id] >= self.file_polls_to_process:
+                    info["status"] = "processed"
+            return _Answer(body=dict(info))
 
     def _file_content(self, raw: bytes, headers: dict[str, str], fault: Fault | None, file_id: str) -> _Answer:
         return _Answer(body=self._file(file_id)[1])
@@ -1201,6 +1230,27 @@ class FakeOpenAIServer:
         self._bill(completion["usage"])
         return {**result, "response": {"status_code": 200, "request_id": request_id, "body": completion}}
 
+    # -- fine-tuning jobs (the state lives in tests/fake_fine_tuning.py)
+
+    def _ft_create(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
+        job = self.fine_tuning.create(_parse_json(raw))
+        return _Answer(drop=True) if self.fine_tuning.lose_this_answer() else _Answer(body=job)
+
+    def _ft_list(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
+        return _Answer(body=self.fine_tuning.list(headers["x-query-string"]))
+
+    def _ft_retrieve(self, raw: bytes, headers: dict[str, str], fault: Fault | None, job_id: str) -> _Answer:
+        return _Answer(body=self.fine_tuning.retrieve(job_id))
+
+    def _ft_events(self, raw: bytes, headers: dict[str, str], fault: Fault | None, job_id: str) -> _Answer:
+        return _Answer(body=self.fine_tuning.events(job_id, headers["x-query-string"]))
+
+    def _ft_checkpoints(self, raw: bytes, headers: dict[str, str], fault: Fault | None, job_id: str) -> _Answer:
+        return _Answer(body=self.fine_tuning.checkpoints(job_id))
+
+    def _ft_cancel(self, raw: bytes, headers: dict[str, str], fault: Fault | None, job_id: str) -> _Answer:
+        return _Answer(body=self.fine_tuning.cancel(job_id))
+
     # -- control endpoints for a server in another process
 
     def _control(self, method: str, path: str, raw: bytes) -> _Answer:
@@ -1260,6 +1310,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-polls-to-complete", type=int, default=2)
     parser.add_argument("--rate-window", type=float, default=1.0,
                         help="seconds over which rpm/tpm are enforced: 1 (as OpenAI does) or 60")
+    parser.add_argument("--fine-tune-durations", type=float, nargs=3, default=(0.5, 0.5, 1.0),
+                        metavar=("VALIDATING", "QUEUED", "RUNNING"))
+    parser.add_argument("--no-fine-tuning", action="store_true", help="answer job creation with 403")
     args = parser.parse_args(argv)
     server = FakeOpenAIServer(
         host=args.host, port=args.port, latency=args.latency, error_rate=args.error_rate,
@@ -1267,6 +1320,7 @@ def main(argv: list[str] | None = None) -> int:
         stream_usage=not args.no_stream_usage, supports_json_schema=not args.no_json_schema,
         context_windows=dict(args.context_window), batch_polls_to_complete=args.batch_polls_to_complete,
         rate_window=args.rate_window, latency_jitter=args.latency_jitter,
+        fine_tune_durations=tuple(args.fine_tune_durations), fine_tuning_allowed=not args.no_fine_tuning,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

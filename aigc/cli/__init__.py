@@ -60,15 +60,17 @@ def _setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``aigc`` console script."""
-    from . import admin, batch, chat, content, eval, serve  # noqa: F401  (register their commands)
+    from . import admin, batch, chat, content, eval, serve, tune  # noqa: F401  (register their commands)
     from .app import app
+    from .lazy import for_argv
 
     content.register_task_commands()
 
     _setup_logging()
     debug = bool(os.environ.get("AIGC_DEBUG"))
     try:
-        code = app(args=argv, prog_name="aigc", standalone_mode=False)
+        args = sys.argv[1:] if argv is None else list(argv)
+        code = for_argv(app, args)(args=args, prog_name="aigc", standalone_mode=False)
     except typer.Exit as e:
         code = e.exit_code
     except typer.TyperException as e:  # usage errors: typer prints them with a hint
