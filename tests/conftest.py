@@ -12,6 +12,32 @@ REPO = Path(__file__).resolve().parent.parent
 MODEL_CACHE = Path(os.environ.get("AIGC_TEST_MODEL_CACHE", REPO / ".cache" / "test-models"))
 
 
+def _isolate(monkeypatch, folder: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith(("AIGC_", "OPENAI_")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AIGC_CONFIG", str(folder / "config" / "config.toml"))
+    monkeypatch.setenv("AIGC_DATA_DIR", str(folder / "data"))
+    cache = folder / "cache"
+    cache.mkdir(exist_ok=True)
+    (MODEL_CACHE / "models").mkdir(parents=True, exist_ok=True)
+    if not (cache / "models").exists():
+        (cache / "models").symlink_to(MODEL_CACHE / "models", target_is_directory=True)
+    monkeypatch.setenv("AIGC_CACHE_DIR", str(cache))
+    monkeypatch.setenv("AIGC_LOCAL_SERVER", "false")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_session(tmp_path_factory):
+    """The same for fixtures shared by a module or the session (a loaded model's client), which are built
+    before any test's own isolation: nothing ever reaches the real user dirs."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _isolate(monkeypatch, tmp_path_factory.mktemp("session"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch, tmp_path):
     """No real keys, config or user dirs leak in; each test gets fresh ones."""
