@@ -268,3 +268,16 @@ def test_bad_data_is_listed_line_by_line_and_nothing_is_sent(server, tmp_path, c
     assert "2 problem(s) stop training" in err
     assert "line 3: error: no assistant message" in err and "line 10: error: not valid JSON" in err
     assert server.requests == []
+
+
+def test_an_alias_named_per_call_is_resolved_too(server, tmp_path):
+    aigc.tune.set_alias("my-news", "ft:gpt-4o-mini-2024-07-18:acme:news:abc123", data_dir=os.environ["AIGC_DATA_DIR"])
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    aigc.tune.set_alias("mine", str(folder), data_dir=os.environ["AIGC_DATA_DIR"])
+    with aigc.Client(base_url=server.url, api_key="sk-test-alias-123456", model="gpt-4o-mini") as client:
+        client.summarize("The council met.", model="my-news")
+        assert server.requests[-1].body["model"] == "ft:gpt-4o-mini-2024-07-18:acme:news:abc123"
+        with pytest.raises(aigc.ConfigError, match="alias of the local model"):
+            client.summarize("The council met.", model="mine")

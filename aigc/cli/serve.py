@@ -61,9 +61,10 @@ def serve(
     from ..config import load_settings
     from ..serve import Core, ServeOptions, Server, build_backend, create_app, open_keys
     from ..serve.knowledge import Knowledge
+    from ..tune.aliases import apply as apply_alias
 
-    settings = load_settings({"backend": backend, "model": model, "base_url": base_url, "device": device,
-                              "dtype": dtype})
+    settings = apply_alias(load_settings({"backend": backend, "model": model, "base_url": base_url,
+                                          "device": device, "dtype": dtype}))
     keys = open_keys(settings.data_dir, host, allow_no_auth=allow_no_auth, keys_file=keys_file)
     extra = {"max_batch": max_batch} if settings.resolved_backend() == "local" else {}
     client = aigc.AsyncClient(backend=build_backend(settings, **extra), settings=settings,
