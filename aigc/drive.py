@@ -103,7 +103,7 @@ class _Tally:
             failover=self.failover, redactions=outcome.redactions,
             finish_reason=outcome.finish_reason, usage=self.usage, cost_usd=self.cost_usd,
             latency_s=round(time.perf_counter() - started, 6), attempts=self.attempts,
-            requests=self.requests, reasks=outcome.reasks, parsed=outcome.parsed,
+            requests=self.requests, reasks=outcome.reasks, parsed=outcome.parsed, logprobs=outcome.logprobs,
             response_format=self.response_format, warnings=[*self.warnings, *outcome.warnings],
             cut_by=None if outcome.finish_reason != "length" else
             "context_window" if self.window_full else "max_output_tokens",

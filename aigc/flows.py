@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ValidationError
 
 from .errors import OutputInvalid
-from .types import ChatRequest, Completion, Message
+from .types import ChatRequest, Completion, Message, TokenLogprob
 
 
 class Probe(Protocol):
@@ -60,6 +60,7 @@ class Outcome:
     reasks: int = 0
     warnings: list[str] = field(default_factory=list)
     redactions: dict[str, int] = field(default_factory=dict)  # counts only (see aigc.pii)
+    logprobs: list[TokenLogprob] | None = None  # the answer's token log-probabilities, when asked for
 
 
 Flow = Generator[Step, list[Completion], Outcome]
@@ -90,7 +91,7 @@ def wrapped(flow: Flow, *, step: Callable[[Step], Step] | None = None,
 def single(request: ChatRequest) -> Flow:
     """One request; its text is the answer."""
     [completion] = yield Step([request], streamable=True)
-    return Outcome(completion.text, completion.finish_reason)
+    return Outcome(completion.text, completion.finish_reason, logprobs=completion.logprobs)
 
 
 # -- structured output ------------------------------------------------------------------------------

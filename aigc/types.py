@@ -141,6 +141,8 @@ class Result(BaseModel):
     failover: str | None = None
     # Values replaced by placeholders before anything was sent, by kind (counts only; see aigc.pii).
     redactions: dict[str, int] = Field(default_factory=dict)
+    # The answer's token log-probabilities, when the request asked for them and the backend gives them.
+    logprobs: list[TokenLogprob] | None = None
 
     @property
     def truncated(self) -> bool:

@@ -151,6 +151,15 @@ def test_a_tiny_max_tokens_stops_with_finish_reason_length(backend):
     assert completion.text
 
 
+def test_logprobs_when_asked_and_a_greedy_pick_is_always_the_likeliest(backend, one_by_one):
+    completion = backend.generate(ask(PROMPTS[0], max_tokens=MAX_TOKENS, logprobs=2))
+
+    assert completion.text == one_by_one[0].text  # asking for them changes nothing else
+    assert "".join(t.token for t in completion.logprobs) == completion.text
+    assert all(t.top[0][0] == t.token and t.top[0][1] == pytest.approx(t.logprob) for t in completion.logprobs)
+    assert one_by_one[0].logprobs is None
+
+
 def test_stop_strings_end_the_text_before_them(backend):
     full = backend.generate(ask(QUESTION, max_tokens=40)).text
     words = full.split()

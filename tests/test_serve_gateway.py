@@ -91,3 +91,19 @@ def test_a_money_budget_refuses_before_the_upstream_is_asked(upstream, isolated_
         ok = sdk(server, secret).chat.completions.create(model="gpt-4o-mini", messages=ask("hi"), max_tokens=20)
         assert ok.choices[0].message.content
     keys.close()
+
+
+def test_logprobs_pass_through_and_are_refused_when_malformed(upstream):
+    upstream.logprob = lambda token: -0.25
+    with gateway(upstream) as server:
+        reply = sdk(server).chat.completions.create(model="gpt-4o-mini", messages=ask("hello"), logprobs=True,
+                                                    top_logprobs=2)
+        tokens = reply.choices[0].logprobs.content
+        assert "".join(t.token for t in tokens) == reply.choices[0].message.content == "Reply: hello"
+        assert all(t.logprob == -0.25 and len(t.top_logprobs) == 2 for t in tokens)
+        assert upstream.requests[-1].body["top_logprobs"] == 2
+        plain = sdk(server).chat.completions.create(model="gpt-4o-mini", messages=ask("hello again"))
+        assert plain.choices[0].logprobs is None and "logprobs" not in upstream.requests[-1].body
+        with pytest.raises(openai.BadRequestError) as caught:
+            sdk(server).chat.completions.create(model="gpt-4o-mini", messages=ask("hi"), top_logprobs=3)
+        assert caught.value.param == "top_logprobs"

@@ -156,3 +156,22 @@ def test_a_client_going_away_stops_its_generation(local):
     time.sleep(1.0)
     assert metric(server, "aigc:generation_tokens_total") - before == made < 100
     assert metric(server, "aigc:num_requests_running") == 0
+
+
+def test_logprobs_are_the_models_own_for_each_token(local):
+    server, key, _ = local
+    client = sdk(server, key)
+    reply = client.chat.completions.create(model=MODEL, messages=ask("Name a color."), temperature=0,
+                                           max_tokens=12, logprobs=True, top_logprobs=3)
+    tokens = reply.choices[0].logprobs.content
+    assert "".join(t.token for t in tokens) == reply.choices[0].message.content
+    assert len(tokens) <= reply.usage.completion_tokens
+    for t in tokens:  # greedy decoding picked each token: it is the likeliest of its alternatives
+        assert t.logprob <= 0 and len(t.top_logprobs) == 3
+        assert t.top_logprobs[0].token == t.token and t.top_logprobs[0].logprob == pytest.approx(t.logprob)
+        assert t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob >= t.top_logprobs[2].logprob
+    chunks = list(client.chat.completions.create(model=MODEL, messages=ask("Name a color."), temperature=0,
+                                                 max_tokens=12, logprobs=True, stream=True))
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert [t.token for t in streamed] == [t.token for t in tokens]
+    assert [t.logprob for t in streamed] == pytest.approx([t.logprob for t in tokens], abs=1e-4)

@@ -21,7 +21,16 @@ from ..errors import AigcError
 from ..types import ChatRequest, Result
 from .errors import ApiError, from_aigc, invalid
 from .limits import Slot
-from .protocol import ChatParams, chunk, completion_body, error_event, parse_chat, parse_json, usage_body
+from .protocol import (
+    ChatParams,
+    chunk,
+    completion_body,
+    error_event,
+    logprobs_body,
+    parse_chat,
+    parse_json,
+    usage_body,
+)
 from .state import ServeState
 
 __all__ = ["chat_completions"]
@@ -45,7 +54,7 @@ def _request(state: ServeState, params: ChatParams, model: str) -> ChatRequest:
             raise invalid("This server has no knowledge files; start it with --knowledge FILE.", "knowledge")
         messages = state.knowledge.ground(messages)
     return ChatRequest(messages=messages, model=model, temperature=params.temperature, top_p=params.top_p,
-                       stop=params.stop, seed=params.seed, json_schema=params.json_schema)
+                       stop=params.stop, seed=params.seed, json_schema=params.json_schema, logprobs=params.logprobs)
 
 
 async def chat_completions(request: Request) -> Response:
@@ -80,8 +89,9 @@ async def chat_completions(request: Request) -> Response:
         _finished(state, info, result, started)
         rid = "chatcmpl-" + secrets.token_hex(12)
         usage = usage_body(result.usage.prompt_tokens, result.usage.completion_tokens, result.cost_usd)
-        return JSONResponse(completion_body(rid, result.model or model, result.text, result.finish_reason, usage),
-                            headers=_headers(state))
+        body = completion_body(rid, result.model or model, result.text, result.finish_reason, usage,
+                               logprobs_body(result.logprobs))
+        return JSONResponse(body, headers=_headers(state))
     except ApiError as e:
         if e.status in (429, 503):
             state.metrics.rejected.labels("queue_full" if e.status == 503 else "rate_limited").inc()
@@ -117,8 +127,9 @@ async def _stream(state: ServeState, chat: ChatRequest, params: ChatParams, call
     rid, created, model = "chatcmpl-" + secrets.token_hex(12), int(time.time()), chat.model
     usage_field = params.include_usage
 
-    def event(delta: dict | None, finish: str | None = None, usage: dict | None = None) -> bytes:
-        return chunk(rid, model, created, delta, finish, usage, with_usage_field=usage_field)
+    def event(delta: dict | None, finish: str | None = None, usage: dict | None = None,
+              logprobs: dict | None = None) -> bytes:
+        return chunk(rid, model, created, delta, finish, usage, with_usage_field=usage_field, logprobs=logprobs)
 
     async def body() -> AsyncIterator[bytes]:
         result: Result | None = None
@@ -138,7 +149,8 @@ async def _stream(state: ServeState, chat: ChatRequest, params: ChatParams, call
             if result is None:
                 raise ApiError(502, "The stream ended without a result.", type="server_error")
             _finished(state, info, result, started)
-            yield event({}, result.finish_reason or "stop")
+            # Token log-probabilities are read once the reply is whole: they come with the last chunk.
+            yield event({}, result.finish_reason or "stop", logprobs=logprobs_body(result.logprobs))
             if usage_field:
                 yield event(None, usage=usage_body(result.usage.prompt_tokens, result.usage.completion_tokens,
                                                    result.cost_usd))

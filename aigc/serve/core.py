@@ -169,7 +169,8 @@ def _validated(request: ChatRequest, max_reasks: int) -> Flow:
         text = completion.text if completion.response_format == "json_schema" else extract_json(completion.text)
         problem = check_json(text, schema)
         if problem is None or completion.finish_reason == "length":  # a cut reply is returned as it is
-            return Outcome(text if problem is None else completion.text, completion.finish_reason, reasks=reasks)
+            return Outcome(text if problem is None else completion.text, completion.finish_reason, reasks=reasks,
+                           logprobs=completion.logprobs)
         if reasks >= max_reasks:
             raise OutputInvalid(f"the model's reply did not match the JSON schema after {reasks} re-ask(s): "
                                 f"{problem}", text=completion.text, errors=problem)

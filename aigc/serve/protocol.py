@@ -2,8 +2,9 @@
 
 Reading is strict where it matters and lenient where clients are noisy: parameters this server cannot honour
 are a 400 ``unsupported_parameter`` naming the parameter (never a 422), and the ones that change nothing
-here (``user``, ``metadata``, ``store``, ``n: 1``, ``logprobs: false``, ``parallel_tool_calls``) are accepted
-and ignored.
+here (``user``, ``metadata``, ``store``, ``n: 1``, ``parallel_tool_calls``) are accepted and ignored.
+``logprobs`` / ``top_logprobs`` give each output token's log-probability (the local model computes them; a
+gateway passes them on when the server behind it gives them, else answers ``"logprobs": null``).
 """
 
 from __future__ import annotations
@@ -13,18 +14,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..types import Message
+from ..types import Message, TokenLogprob
 from .errors import ApiError, invalid, unsupported
 
-__all__ = ["ChatParams", "parse_chat", "parse_json", "completion_body", "chunk", "usage_body", "error_event"]
+__all__ = ["ChatParams", "parse_chat", "parse_json", "completion_body", "chunk", "usage_body", "error_event",
+           "logprobs_body"]
 
 # Accepted and ignored: they change nothing on this server.
 _IGNORED = {"user", "metadata", "store", "parallel_tool_calls", "service_tier"}
 # Accepted when they ask for the default behaviour only.
-_DEFAULT_ONLY = {"n": (1,), "logprobs": (False,), "top_logprobs": (0,), "frequency_penalty": (0, 0.0),
+_DEFAULT_ONLY = {"n": (1,), "frequency_penalty": (0, 0.0),
                  "presence_penalty": (0, 0.0), "tool_choice": ("none",), "tools": ([],), "functions": ([],)}
 _KNOWN = {"model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
-          "stream", "stream_options", "response_format", "knowledge"}
+          "stream", "stream_options", "response_format", "knowledge", "logprobs", "top_logprobs"}
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
@@ -44,6 +46,7 @@ class ChatParams:
     response_format: str = "text"  # text, json_object or json_schema
     json_schema: dict[str, Any] | None = None  # {"name", "schema", "strict"} for json_schema/json_object
     knowledge: bool = False  # aigc extension: ground the reply on the server's knowledge files
+    logprobs: int | None = None  # None: not asked; else how many alternatives per token (top_logprobs)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -166,12 +169,37 @@ def parse_chat(body: Any) -> ChatParams:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise invalid("Invalid 'seed': expected an integer.", "seed")
     kind, schema = _response_format(body)
-    return ChatParams(
+    return ChatParams(logprobs=_logprobs(body),
         messages=_messages(body), model=model or None, temperature=_number(body, "temperature", 0, 2),
         top_p=_number(body, "top_p", 0, 1), max_tokens=max_tokens, stop=_stop(body), seed=seed,
         stream=bool(stream), include_usage=bool(options.get("include_usage")), response_format=kind,
         json_schema=schema, knowledge=bool(body.get("knowledge")),
     )
+
+
+def _logprobs(body: dict) -> int | None:
+    asked, top = body.get("logprobs"), body.get("top_logprobs")
+    if asked is not None and not isinstance(asked, bool):
+        raise invalid(f"Invalid 'logprobs': expected a boolean, got {asked!r}.", "logprobs")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20):
+        raise invalid(f"Invalid 'top_logprobs': expected an integer from 0 to 20, got {top!r}.", "top_logprobs",
+                      "invalid_value")
+    if top and not asked:
+        raise invalid("Invalid 'top_logprobs': 'logprobs' must be true when 'top_logprobs' is set.",
+                      "top_logprobs")
+    return (top or 0) if asked else None
+
+
+def logprobs_body(tokens: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    """Token log-probabilities in OpenAI's shape (``choices[].logprobs``); None when there are none."""
+    if tokens is None:
+        return None
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return {"content": [{**entry(t.token, t.logprob), "top_logprobs": [entry(a, v) for a, v in t.top]}
+                        for t in tokens], "refusal": None}
 
 
 # -- answers ------------------------------------------------------------------------------------------------
@@ -184,23 +212,25 @@ def usage_body(prompt: int, completion: int, cost_usd: float | None = None) -> d
     return out
 
 
-def completion_body(rid: str, model: str, text: str, finish: str | None, usage: dict[str, Any]) -> dict[str, Any]:
+def completion_body(rid: str, model: str, text: str, finish: str | None, usage: dict[str, Any],
+                    logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
         "system_fingerprint": None,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                     "logprobs": None, "finish_reason": finish or "stop"}],
+                     "logprobs": logprobs, "finish_reason": finish or "stop"}],
         "usage": usage,
     }
 
 
 def chunk(rid: str, model: str, created: int, delta: dict[str, Any] | None, finish: str | None = None,
-          usage: dict[str, Any] | None = None, with_usage_field: bool = False) -> bytes:
+          usage: dict[str, Any] | None = None, with_usage_field: bool = False,
+          logprobs: dict[str, Any] | None = None) -> bytes:
     """One server-sent event of a streamed completion."""
     event: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
                              "system_fingerprint": None,
                              "choices": [] if delta is None else [
-                                 {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+                                 {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
     if with_usage_field:
         event["usage"] = usage
     return b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"

@@ -20,7 +20,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendError, ContextLengthExceeded
-from ...types import DEFAULT_MAX_OUTPUT_TOKENS, ChatRequest, Completion, Message, Scores, StreamDelta, Usage
+from ...types import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    ChatRequest,
+    Completion,
+    Message,
+    Scores,
+    StreamDelta,
+    TokenLogprob,
+    Usage,
+)
 from ..base import BaseBackend
 from . import models as local_models
 from .batcher import MicroBatcher
@@ -267,7 +276,17 @@ class LocalBackend(BaseBackend):
             model=lm.name,
             request_id=f"local-{next(_request_ids)}",
             response_format="prompt" if job.request.json_schema is not None else None,
+            logprobs=self._logprobs(lm, job, generated),
         )
+
+    def _logprobs(self, lm: LoadedModel, job: _Job, generated: list[int]) -> list[TokenLogprob] | None:
+        """The reply's token log-probabilities when its request asked for them (one more forward pass)."""
+        if job.request.logprobs is None:
+            return None
+        from .scoring import token_logprobs
+
+        with self._run_lock:
+            return token_logprobs(lm, job.ids, generated, job.request.logprobs)
 
     def generate(self, request: ChatRequest) -> Completion:
         lm = self._get(request.model)

@@ -122,6 +122,11 @@ class ContinuousLocalBackend(LocalBackend):
         if rest := text.flush():
             yield StreamDelta(text=rest)
         ended = text.stopped or seq.finish == "stop"
+        logprobs = None
+        if request.logprobs is not None:  # one forward pass over the reply, beside the decode loop
+            from .scoring import token_logprobs
+
+            logprobs = await asyncio.to_thread(token_logprobs, lm, job.ids, text.ids, request.logprobs)
         with self._lock:
             self._ids += 1
             rid = self._ids
@@ -133,6 +138,7 @@ class ContinuousLocalBackend(LocalBackend):
             request_id=f"local-batch-{rid}",
             response_format=("json_schema" if constraint is not None else "prompt")
             if request.json_schema is not None else None,
+            logprobs=logprobs,
         ))
 
 

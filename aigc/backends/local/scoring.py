@@ -1,5 +1,6 @@
 """Scoring replies without generating them: the log-probability a local model gives each of some
-continuations of one prompt, in one forward pass over all of them (for classification's confidences).
+continuations of one prompt, in one forward pass over all of them (for classification's confidences), and
+the log-probability of each token of a reply already generated (the ``logprobs`` a request may ask for).
 
 A continuation is scored as the whole reply, end-of-turn marker included, as the model's chat template would
 write it: "positive" is then not also counted as the start of "positively".
@@ -10,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import ContextLengthExceeded
+from ...types import TokenLogprob
 
-__all__ = ["reply_ids", "score_replies"]
+__all__ = ["reply_ids", "score_replies", "token_logprobs"]
 
 
 def reply_ids(lm: Any, messages: list[dict[str, str]], prompt: list[int], reply: str,
@@ -61,11 +63,46 @@ def score_replies(lm: Any, prompt: list[int], replies: list[list[int]]) -> list[
     return totals
 
 
+def token_logprobs(lm: Any, prompt: list[int], reply: list[int], top: int) -> list[TokenLogprob]:
+    """Each token of ``reply`` (generated after ``prompt``) with its log-probability and the ``top`` likeliest
+    tokens at its place, read in one forward pass. The figures are the model's own distribution, before any
+    temperature or top_p (as vLLM reports them by default); end tokens are left out, as OpenAI does."""
+    import torch
+
+    if not reply:
+        return []
+    params = _keep_parameter(lm.model)
+    keep = {params: len(reply) + 1} if params else {}
+    with torch.inference_mode():
+        out = lm.model(input_ids=torch.tensor([prompt + reply], device=lm.device), use_cache=False, **keep)
+    logits = out.logits[0, -(len(reply) + 1):-1, :].float()  # position i predicts reply[i]
+    logp = torch.log_softmax(logits, dim=-1)
+    picked = logp[torch.arange(len(reply), device=logp.device), torch.tensor(reply, device=logp.device)].tolist()
+    if top:
+        values, ids = logp.topk(top, dim=-1)
+        values, ids = values.tolist(), ids.tolist()
+    decode, ends = lm.tokenizer.decode, set(lm.end_ids)
+    tokens = []
+    for i, token in enumerate(reply):
+        if token in ends:
+            continue
+        alternatives = [(decode([t]), v) for t, v in zip(ids[i], values[i], strict=True)] if top else []
+        tokens.append(TokenLogprob(token=decode([token]), logprob=picked[i], top=alternatives))
+    return tokens
+
+
+def _keep_parameter(model: Any) -> str | None:
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
+
+
 def _arguments(model: Any) -> tuple[str, dict[str, int]]:
     """What this transformers version calls the key/value cache (``cache`` in 5.x, else ``past_key_values``),
     and how to ask for the last position's logits only (where it can)."""
     import inspect
 
     params = inspect.signature(model.forward).parameters
-    keep = next(({k: 1} for k in ("logits_to_keep", "num_logits_to_keep") if k in params), {})
-    return ("cache" if "cache" in params else "past_key_values"), keep
+    keep = _keep_parameter(model)
+    return ("cache" if "cache" in params else "past_key_values"), ({keep: 1} if keep else {})

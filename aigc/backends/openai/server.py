@@ -33,6 +33,7 @@ __all__ = ["ServerBase", "is_local_address"]
 
 _FORMAT_WORDS = ("response_format", "json_schema", "json_object")
 _CALIBRATE_BYTES = 1024  # prompts this long teach the tokenizer's ratio (shorter ones: its template overhead)
+_CALIBRATE_FIRST, _CALIBRATE_EVERY = 8, 64  # an exact counter is checked on the first answers, then 1 in 64
 
 
 def is_local_address(base_url: str | None) -> bool:
@@ -82,6 +83,7 @@ class ServerBase(BaseBackend):
         self._known: dict[str, Capabilities] = {}  # the hosted API's, never recorded
         self._infos: dict[str, tuple[int, ModelInfo]] = {}
         self._countings: dict[str, Counting] = {}
+        self._calibrated: dict[str, int] = {}  # answers compared with an exact count, per model
         self._tables: Any = None
 
     # -- the SDK client used for probes (OpenAIBackend provides it) ------------------------------------
@@ -245,8 +247,13 @@ class ServerBase(BaseBackend):
 
     def _calibrate(self, request: ChatRequest, prompt_tokens: int) -> None:
         counting = self.counting(request.model)
-        if counting.exact and sum(len(m.content) for m in request.messages) < _CALIBRATE_BYTES:
-            return  # short prompts on a tiktoken model teach nothing worth the count
+        if counting.exact:
+            if sum(len(m.content) for m in request.messages) < _CALIBRATE_BYTES:
+                return  # short prompts on a tiktoken model teach nothing worth the count
+            # An exact count that matched the server the first times is checked now and then, not on every call.
+            seen = self._calibrated[request.model] = self._calibrated.get(request.model, 0) + 1
+            if seen > _CALIBRATE_FIRST and seen % _CALIBRATE_EVERY:
+                return
         counting.observe(request.messages, prompt_tokens)
 
     def _verify(self, completion: Completion, request: ChatRequest, mode: str) -> str:
