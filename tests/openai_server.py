@@ -98,6 +98,11 @@ class Fault:
     drop: bool = False
     stall: float = 0.0
     stream_drop_after: int | None = None
+    page: bool = False  # a 200 whose body is an HTML page (a captive portal, a proxy's sign-in page)
+
+    @classmethod
+    def html_page(cls) -> Fault:
+        return cls(page=True)
 
     @classmethod
     def rate_limit(cls, retry_after: float | None = None, *, retry_after_ms: float | None = None) -> Fault:
@@ -829,6 +834,8 @@ class FakeOpenAIServer:
             return _Answer(drop=True)
         if fault.status:
             raise _ApiError.from_fault(fault)
+        if fault.page:
+            return _Answer(body=b"<html><body>Please sign in to the network</body></html>")
         return None
 
     def _count_chat(self, answer: _Answer, key: str | None) -> None:
@@ -841,7 +848,8 @@ class FakeOpenAIServer:
                 stats["duplicates"] += key in self._answered
                 self._answered.add(key)
                 self._wait_until.pop(key, None)
-                self._bill(answer.usage)
+                if answer.usage is not None:
+                    self._bill(answer.usage)
             else:
                 stats["errors_by_status"][answer.status] = stats["errors_by_status"].get(answer.status, 0) + 1
                 stats["rate_limited"] += answer.status == 429

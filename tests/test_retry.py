@@ -102,6 +102,13 @@ def test_permanent_errors_are_never_retried(server, clock, fault, error):
     assert KEY not in str(info.value) and "SECRET" not in str(info.value)
 
 
+def test_a_page_instead_of_json_is_one_clear_error_not_retried(server, clock):
+    server.enqueue_faults(Fault.html_page())
+    with make_client(server, clock) as client, pytest.raises(aigc.BackendError, match="not JSON.*base_url"):
+        client.answer("Anything?")
+    assert server.request_count == 1
+
+
 def test_retry_after_is_waited(server, clock):
     server.enqueue_faults(Fault.rate_limit(retry_after=1.5))
     with make_client(server, clock) as client:

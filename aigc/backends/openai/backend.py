@@ -7,6 +7,12 @@ message. Servers differ, so features degrade instead of failing, and the result 
 backend knows and decides about its server is :class:`~.server.ServerBase`'s; this class does the I/O.
 On a local server (loopback or private address) even plain requests are streamed, so an attempt's timeout
 counts from the last token received, and an abandoned generation stops when the connection closes.
+
+Requests go through the SDK's documented ``client.post`` with the body :mod:`.wire` built (a plain answer is
+read as JSON, a stream as the SDK's chunks): the same client, headers, auth and errors as
+``chat.completions.create``, without
+re-walking the body against the SDK's typed parameters (about 0.45 ms of CPU per call on the test machine,
+more than the rest of aigc's own work).
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
+import httpx2
 import openai
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from ... import errors
 from ...types import ChatRequest, Completion, StreamDelta
@@ -31,6 +39,7 @@ if TYPE_CHECKING:
 # Requests for one attempt: json_schema, json_object with and without the schema, prompt, without
 # stream_options, without logprobs.
 _MAX_DOWNGRADES = 6
+_PATH = "/chat/completions"
 
 
 class OpenAIBackend(ServerBase):
@@ -98,18 +107,25 @@ class OpenAIBackend(ServerBase):
         self.close()
 
     # -- request shaping --------------------------------------------------------------------------------
-    def _params(self, request: ChatRequest, mode: str, *, stream: bool = False) -> dict[str, Any]:
-        params = self.body(request, mode)
-        if request.timeout is not None:
-            params["timeout"] = request.timeout
-        if stream:
-            params["stream"] = True
-            if self.capabilities(request.model).stream_options:
-                params["stream_options"] = {"include_usage": True}
-        return params
+    def _streamed(self, request: ChatRequest, mode: str) -> dict[str, Any]:
+        body = self.body(request, mode)
+        body["stream"] = True
+        if self.capabilities(request.model).stream_options:
+            body["stream_options"] = {"include_usage": True}
+        return body
 
-    def _parsed(self, raw: Any, request: ChatRequest, mode: str) -> Completion:
-        completion = wire.completion_from(raw.parse(), request, response_format=mode, request_id=raw.request_id)
+    @staticmethod
+    def _options(request: ChatRequest) -> dict[str, Any]:
+        return {"timeout": request.timeout} if request.timeout is not None else {}
+
+    def _parsed(self, raw: httpx2.Response, request: ChatRequest, mode: str) -> Completion:
+        try:
+            data = raw.json()
+        except ValueError:
+            raise errors.BackendError(f"the server answered HTTP {raw.status_code} with a body that is not JSON: "
+                                      f"{raw.text[:200]!r}; check base_url") from None
+        completion = wire.completion_from(data, request, response_format=mode,
+                                          request_id=raw.headers.get("x-request-id"))
         limits = wire.rate_limits(raw.headers)
         if limits:
             completion = completion.model_copy(update={"limits": limits})
@@ -127,8 +143,11 @@ class OpenAIBackend(ServerBase):
         for tries in range(_MAX_DOWNGRADES):
             try:
                 if stream:
-                    return self.client.chat.completions.create(**self._params(request, mode, stream=True)), mode
-                return self.client.chat.completions.with_raw_response.create(**self._params(request, mode)), mode
+                    return self.client.post(_PATH, body=self._streamed(request, mode), cast_to=ChatCompletion,
+                                            options=self._options(request), stream=True,
+                                            stream_cls=openai.Stream[ChatCompletionChunk]), mode
+                return self.client.post(_PATH, body=self.body(request, mode), cast_to=httpx2.Response,
+                                        options=self._options(request)), mode
             except openai.OpenAIError as e:
                 err = self.translate(e)
             # outside the except: the SDK error (and the request it holds) is not the aigc error's context
@@ -136,12 +155,15 @@ class OpenAIBackend(ServerBase):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _acreate(self, request: ChatRequest, mode: str, *, stream: bool = False) -> tuple[Any, str]:
-        chat = self.async_client.chat.completions
         for tries in range(_MAX_DOWNGRADES):
             try:
                 if stream:
-                    return await chat.create(**self._params(request, mode, stream=True)), mode
-                return await chat.with_raw_response.create(**self._params(request, mode)), mode
+                    return await self.async_client.post(
+                        _PATH, body=self._streamed(request, mode), cast_to=ChatCompletion,
+                        options=self._options(request), stream=True,
+                        stream_cls=openai.AsyncStream[ChatCompletionChunk]), mode
+                return await self.async_client.post(_PATH, body=self.body(request, mode), cast_to=httpx2.Response,
+                                                    options=self._options(request)), mode
             except openai.OpenAIError as e:
                 err = self.translate(e)
             # outside the except: the SDK error (and the request it holds) is not the aigc error's context
