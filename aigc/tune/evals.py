@@ -3,16 +3,14 @@
 After training, the suite runs with two candidates made from its first one (same task or template, vars and
 parameters): the base model and the tuned folder, both on the local backend, the base as the baseline. The
 paired part of the eval report (scores per candidate, and the comparisons with their paired tests) goes into
-the model card. This uses aigc eval's public API, ``load_suite`` and ``Evaluation``; where the installed aigc
-has no ``aigc.eval``, ``--eval`` is refused before training starts, with a message saying so.
+the model card. This uses aigc eval's public API, ``load_suite`` and ``Evaluation``; without the eval extra,
+``--eval`` is refused before training starts, with a message saying what to install.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +19,12 @@ from ..errors import BackendUnavailable, InputError
 
 __all__ = ["check_suite", "compare"]
 
-_NEEDS = ("--eval needs aigc eval (aigc.eval.load_suite and Evaluation), which this aigc does not have; drop "
-          "--eval and run your eval suite on the result when it is available")
-
-
 def _module() -> Any:
-    if importlib.util.find_spec("aigc.eval") is None:
-        raise BackendUnavailable(_NEEDS)
-    module = importlib.import_module("aigc.eval")
-    if not (callable(getattr(module, "load_suite", None)) and callable(getattr(module, "Evaluation", None))):
-        raise BackendUnavailable(_NEEDS)
+    try:
+        import aigc.eval as module
+    except ImportError as e:
+        raise BackendUnavailable(f"--eval needs aigc's eval extra ({e.name} is not installed): "
+                                 "pip install 'aigc-toolkit[eval]'") from None
     return module
 
 
