@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import glob as globlib
 import hashlib
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import ConfigError
+from ..specfile import read_spec
 from ..tasks import Task, find_task, task_names
 
 __all__ = ["Job", "load_job"]
@@ -160,12 +160,6 @@ class Job:
         return "job" + hashlib.sha256(str(self.state_dir).encode("utf-8")).hexdigest()[:12]
 
 
-def _where(loc: tuple) -> str:
-    parts = [str(p) for p in loc]
-    if len(parts) >= 2:
-        return f"[{parts[0]}] {'.'.join(parts[1:])}"
-    return parts[0] if parts else "the file"
-
 
 def _glob_root(job_dir: Path, pattern: str) -> Path:
     """The folder a glob starts from: its leading components that hold no wildcard."""
@@ -180,26 +174,7 @@ def _glob_root(job_dir: Path, pattern: str) -> Path:
 
 def load_job(path: str | Path) -> Job:
     """Read and check a job file; raise ConfigError with one clear line for any mistake."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such job file")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    try:
-        spec = JobFile.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (see docs/batch.md for the job file format)"
-        elif err["type"] == "missing":
-            msg = "missing"
-        raise ConfigError(f"{path}: {_where(err['loc'])}: {msg}") from None
-    return _resolve(path.resolve(), spec)
+    return _resolve(*read_spec(path, JobFile, kind="job", docs="docs/batch.md"))
 
 
 def _resolve(path: Path, spec: JobFile) -> Job:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import ConfigError
+from ..specfile import read_spec
 
 __all__ = ["Suite", "Candidate", "JudgeSpec", "Record", "load_suite", "DEFAULT_METRICS", "INPUT_FIELDS"]
 
@@ -187,35 +187,10 @@ class Suite:
         return next(c for c in self.candidates if c.name == name)
 
 
-def _where(loc: tuple) -> str:
-    parts = [str(p) for p in loc]
-    if len(parts) >= 2:
-        return f"[{parts[0]}] {'.'.join(parts[1:])}"
-    return parts[0] if parts else "the file"
-
 
 def load_suite(path: str | Path) -> Suite:
     """Read and check a suite file and its data; raise ConfigError with one clear line for any mistake."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such suite file")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    try:
-        spec = SuiteFile.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (see docs/eval.md for the suite file format)"
-        elif err["type"] == "missing":
-            msg = "missing"
-        raise ConfigError(f"{path}: {_where(err['loc'])}: {msg}") from None
-    return _resolve(path.resolve(), spec)
+    return _resolve(*read_spec(path, SuiteFile, kind="suite", docs="docs/eval.md"))
 
 
 def _task_of(where: str, task: str | None, template: str | None, default: tuple[str, str | None]) -> tuple:
