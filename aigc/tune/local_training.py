@@ -80,11 +80,11 @@ def local(
     if not 0 <= eval_fraction < 0.5:
         raise ConfigError("eval_fraction must be at least 0 and below 0.5")
     settings = settings or load_settings()
-    bases.check_installed()
-    if eval_suite is not None:
+    if eval_suite is not None:  # a missing suite is the user's first thing to fix, whatever is installed
         from .evals import check_suite
 
         check_suite(eval_suite)
+    bases.check_installed()
     tell = progress or (lambda p: None)
     tell(TrainProgress(phase="loading", note="loading the base model's tokenizer"))
     path, out = Path(data), Path(output).expanduser().resolve()
