@@ -43,8 +43,19 @@ def tuned(tmp_path_factory):
     settings = load_settings({"cache_dir": MODEL_CACHE, "data_dir": root / "data"}, env={})
     snapshots: list = []
     result = aigc.tune.local(DATA, root / "models" / "beep", steps=STEPS, learning_rate=2e-3, save_every=6,
-                             settings=settings, progress=snapshots.append)
+                             settings=settings, progress=snapshots.append, eval_suite=_suite(root))
     return result, snapshots, settings
+
+
+def _suite(root: Path) -> Path:
+    """An eval suite run on the base and the tuned model after training: does the reply start the trained way?"""
+    (root / "style.jsonl").write_text("".join(
+        json.dumps({"id": str(i), "question": q, "context": "Answer briefly.", "reference": "Beep boop!"}) + "\n"
+        for i, q in enumerate(HELD_OUT[:3])), encoding="utf-8")
+    suite = root / "style.toml"
+    suite.write_text('name = "style"\ntask = "answer"\ndata = "style.jsonl"\n[[candidates]]\nname = "model"\n'
+                     'backend = "local"\nmax_output_tokens = 8\ntemperature = 0\n', encoding="utf-8")
+    return suite
 
 
 def replies(model: str, settings) -> list[str]:
@@ -90,6 +101,10 @@ def test_the_folder_has_what_loaders_need_and_a_model_card(tuned):
     assert card["data_sha256"] == hashlib.sha256(DATA.read_bytes()).hexdigest()
     assert card["eval_loss_before"] > card["eval_loss_after"] and card["created"].startswith("20")
     assert "SmolLM2-135M-Instruct" in (out / "README.md").read_text()
+    paired = card["eval_suite"]  # the suite run on the base and the tuned folder, after training
+    assert [c["name"] for c in paired["candidates"]] == ["base", "tuned"]
+    assert paired["comparisons"] and paired["comparisons"][0]["baseline"] == "base"
+    assert "eval suite" in (out / "README.md").read_text()
     assert not (out.parent / ".beep.tune").exists()  # checkpoints are cleaned up after success
     assert [p.name for p in out.parent.iterdir()] == ["beep"]
 
