@@ -5,14 +5,13 @@ Nothing heavy is imported here: a command imports the client when it runs, so ``
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from ..errors import InputError, OutputError
-from .io import check_writable, write_atomic
+from .io import check_writable, print_stream, write_atomic
 
 app = typer.Typer(
     name="aigc",
@@ -109,12 +108,7 @@ class Common:
                 task, args, kwargs)
             if self.stream:
                 call.stream = True
-                stream = client.run_call(call)
-                for piece in stream:
-                    sys.stdout.write(piece)
-                    sys.stdout.flush()
-                sys.stdout.write("\n")
-                result = stream.result
+                result = print_stream(client.run_call(call))
             else:
                 result = client.run_call(call)
             self.finish(result, shown(task, result))

@@ -18,6 +18,7 @@ import typer
 
 from ..errors import AigcError, InputError
 from .app import COMMON, Common, JsonOpt, app
+from .io import print_stream
 
 __all__ = ["chat_app"]
 
@@ -79,12 +80,7 @@ def _one(conv: Any, common: Common) -> None:
     if not text.strip():
         raise InputError("no message on standard input")
     if common.stream and not common.as_json:
-        stream = conv.say(text.strip(), stream=True)
-        for piece in stream:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-        result = stream.result
+        result = print_stream(conv.say(text.strip(), stream=True))
     else:
         result = conv.say(text.strip())
     if common.as_json:
@@ -163,12 +159,7 @@ def _interactive(conv: Any, common: Common, client: Any) -> None:
 def _turn(conv: Any, text: str, stream: bool) -> None:
     try:
         if stream:
-            reply = conv.say(text, stream=True)
-            for piece in reply:
-                sys.stdout.write(piece)
-                sys.stdout.flush()
-            sys.stdout.write("\n")
-            result = reply.result
+            result = print_stream(conv.say(text, stream=True))
         else:
             result = conv.say(text)
             typer.echo(result.text)

@@ -1,14 +1,15 @@
-"""Reading the CLI's inputs: a file, or standard input for '-'."""
+"""The CLI's inputs (a file, or standard input for '-') and streamed text on standard output."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from ..textio import check_writable, decode_text, write_atomic
 
-__all__ = ["read_input", "decode_text", "write_atomic", "check_writable"]
+__all__ = ["read_input", "decode_text", "write_atomic", "check_writable", "print_stream"]
 
 
 def read_input(source: str | None) -> str:
@@ -26,3 +27,12 @@ def read_input(source: str | None) -> str:
         return decode_text(path.read_bytes(), source)
     except PermissionError:
         raise InputError(f"{source}: permission denied") from None
+
+
+def print_stream(stream: Any) -> Any:
+    """Print a text stream's pieces as they come, then a newline; its Result."""
+    for piece in stream:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return stream.result
