@@ -258,13 +258,13 @@ class LocalBackend(BaseBackend):
                 generated, ended = generated[: i + 1], True
                 break
         text = tok.decode(generated, skip_special_tokens=True)
-        cut = _first_stop(text, stops)
+        cut = first_stop(text, stops)
         if cut is not None:
             # Count tokens up to the one that completed the stop string, as generation itself stopped there.
             lo, hi = 1, len(generated)
             while lo < hi:
                 mid = (lo + hi) // 2
-                if _first_stop(tok.decode(generated[:mid], skip_special_tokens=True), stops) is None:
+                if first_stop(tok.decode(generated[:mid], skip_special_tokens=True), stops) is None:
                     lo = mid + 1
                 else:
                     hi = mid
@@ -357,23 +357,29 @@ class LocalBackend(BaseBackend):
         yield StreamDelta(completion=completion)
 
 
-def _first_stop(text: str, stops: list[str]) -> int | None:
+def first_stop(text: str, stops: list[str]) -> int | None:
+    """Where the first of the stop strings begins in ``text``, or None."""
     found = [i for s in stops if s and (i := text.find(s)) >= 0]
     return min(found) if found else None
 
 
-def _safe_prefix(text: str, stops: list[str]) -> str:
-    """The part of streamed ``text`` that can be shown: before any stop string, and never a stop's beginning."""
-    cut = _first_stop(text, stops)
-    if cut is not None:
-        return text[:cut]
+def held_back(text: str, stops: list[str]) -> int:
+    """Characters at the end of ``text`` that could be the start of a stop string (kept back for now)."""
     hold = 0
     for s in stops:
         for k in range(min(len(s) - 1, len(text)), 0, -1):
             if text.endswith(s[:k]):
                 hold = max(hold, k)
                 break
-    return text[: len(text) - hold]
+    return hold
+
+
+def _safe_prefix(text: str, stops: list[str]) -> str:
+    """The part of streamed ``text`` that can be shown: before any stop string, and never a stop's beginning."""
+    cut = first_stop(text, stops)
+    if cut is not None:
+        return text[:cut]
+    return text[: len(text) - held_back(text, stops)]
 
 
 def _cancel_criteria(event: threading.Event):

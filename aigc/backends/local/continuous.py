@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendError
 from ...types import ChatRequest, Completion, StreamDelta, Usage
-from .backend import LocalBackend
+from .backend import LocalBackend, first_stop, held_back
 from .constraints import Constraints
 from .models import LoadedModel
 from .scheduler import Scheduler, SchedulerStats, Sequence
@@ -183,7 +183,7 @@ class _Text:
         return self._release()
 
     def _release(self, final: bool = False) -> str:
-        cut = _first_stop(self.raw, self.stops)
+        cut = first_stop(self.raw, self.stops)
         if cut is not None:
             self.stopped = True
             self.raw = self.raw[:cut]
@@ -191,7 +191,7 @@ class _Text:
         elif final:
             end = len(self.raw)
         else:
-            end = len(self.raw) - _held(self.raw, self.stops)
+            end = len(self.raw) - held_back(self.raw, self.stops)
         out = self.raw[self.shown:end] if end > self.shown else ""
         self.shown = max(self.shown, end)
         return out
@@ -206,19 +206,3 @@ class _Text:
     @property
     def text(self) -> str:
         return self.raw[: self.shown]
-
-
-def _first_stop(text: str, stops: list[str]) -> int | None:
-    found = [i for s in stops if (i := text.find(s)) >= 0]
-    return min(found) if found else None
-
-
-def _held(text: str, stops: list[str]) -> int:
-    """Characters at the end of ``text`` that could be the start of a stop string (kept back for now)."""
-    hold = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:k]):
-                hold = max(hold, k)
-                break
-    return hold
