@@ -24,6 +24,7 @@ def _isolate(monkeypatch, folder: Path) -> None:
     if not (cache / "models").exists():
         (cache / "models").symlink_to(MODEL_CACHE / "models", target_is_directory=True)
     monkeypatch.setenv("AIGC_CACHE_DIR", str(cache))
+    # The test server on 127.0.0.1 stands in for the hosted API: no local-server defaults unless a test asks.
     monkeypatch.setenv("AIGC_LOCAL_SERVER", "false")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
@@ -40,20 +41,7 @@ def isolated_session(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch, tmp_path):
-    """No real keys, config or user dirs leak in; each test gets fresh ones."""
-    for name in list(os.environ):
-        if name.startswith(("AIGC_", "OPENAI_")):
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AIGC_CONFIG", str(tmp_path / "config" / "config.toml"))
-    monkeypatch.setenv("AIGC_DATA_DIR", str(tmp_path / "data"))
-    # A cache dir of its own (what aigc learns about servers stays in the test), sharing the converted models.
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (MODEL_CACHE / "models").mkdir(parents=True, exist_ok=True)
-    (cache / "models").symlink_to(MODEL_CACHE / "models", target_is_directory=True)
-    monkeypatch.setenv("AIGC_CACHE_DIR", str(cache))
-    # The test server on 127.0.0.1 stands in for the hosted API: no local-server defaults unless a test asks.
-    monkeypatch.setenv("AIGC_LOCAL_SERVER", "false")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    """No real keys, config or user dirs leak in; each test gets fresh ones (its own cache dir too, so what
+    aigc learns about servers stays in the test, sharing the converted models)."""
+    _isolate(monkeypatch, tmp_path)
     yield tmp_path
