@@ -7,6 +7,7 @@ only run those flows, one blocking and one with ``await``. Their task methods ar
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Client", "AsyncClient", "ClientBase", "Call"]
 
-class ClientBase(CallPlanner):
+class ClientBase(CallPlanner, ABC):
     """Settings, collaborators and planning, shared by :class:`Client` and :class:`AsyncClient`."""
 
     def __init__(
@@ -194,11 +195,13 @@ class ClientBase(CallPlanner):
             store.close()
             raise
 
-    def run_call(self, call: Call):  # pragma: no cover - each client defines it
-        raise NotImplementedError
+    @abstractmethod
+    def run_call(self, call: Call):
+        """Run a planned call (each client does its own I/O)."""
 
-    def _map(self, calls: list[Call | AigcError], return_exceptions: bool):  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def _map(self, calls: list[Call | AigcError], return_exceptions: bool):
+        """Run many planned calls, failures in place."""
 
 
 class Client(ClientBase):

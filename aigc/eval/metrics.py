@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,11 +93,12 @@ class MetricDef:
     labels: bool = False
 
 
-class _Scorer:
+class _Scorer(ABC):
     """Scores every candidate's outputs; subclasses that are slow per item split items over processes."""
 
+    @abstractmethod
     def columns(self, hypotheses: list[list[str]]) -> list[Column]:
-        raise NotImplementedError
+        """One column of per-item scores for each of the scorer's metrics."""
 
     def columns_all(self, candidates: list[list[list[str]]], workers: Workers | None = None) -> list[list[Column]]:
         """The columns of each candidate (``candidates[c][sample][item]``)."""

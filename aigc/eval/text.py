@@ -21,6 +21,7 @@ import functools
 import re
 import string
 import unicodedata
+from abc import ABC, abstractmethod
 from typing import Any
 
 __all__ = ["script_language", "detect_language", "rouge_tokenizer", "TOKENIZER_NAMES", "normalize_answer",
@@ -84,7 +85,7 @@ def detect_language(text: str) -> tuple[str | None, float]:
 
 # -- ROUGE tokenizers ----------------------------------------------------------------------------------
 
-class _Memo:
+class _Memo(ABC):
     """Remembers the tokens of each text: references are tokenized once, not once per candidate."""
 
     def __init__(self) -> None:
@@ -96,8 +97,9 @@ class _Memo:
             tokens = self._seen[text] = self._tokenize(text)
         return tokens
 
+    @abstractmethod
     def _tokenize(self, text: str) -> list[str]:
-        raise NotImplementedError
+        """The text's tokens, computed (``tokenize`` remembers them)."""
 
 
 class _CachedStemmer:
