@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,16 +230,8 @@ class FlowDriver:
 
     async def arun_many(self, flows: list[Flow], task: str) -> list[Result | AigcError]:
         """Async twin of :meth:`run_many`: flows run concurrently (a local model batches them as they come)."""
-        limit = asyncio.Semaphore(len(flows) if self.backend.prefers_batches else self.concurrency)
-
-        async def one(flow: Flow) -> Result | AigcError:
-            async with limit:
-                try:
-                    return await self.arun(flow, task)
-                except AigcError as e:
-                    return e
-
-        return list(await asyncio.gather(*(one(f) for f in flows)))
+        width = len(flows) if self.backend.prefers_batches else self.concurrency
+        return await gather_caught(lambda flow: self.arun(flow, task), flows, width)
 
     def _advance(self, i, flow, sents, steps, done, tallies, task, started) -> None:
         try:
@@ -288,3 +280,17 @@ class _Trim:
             return ""
         out, self.held = self.held + body, piece[len(body):]
         return out
+
+
+async def gather_caught(run: Callable[[Any], Awaitable[Any]], items: list, width: int) -> list:
+    """``run`` over ``items``, at most ``width`` at a time; an aigc error is returned in its item's place."""
+    limit = asyncio.Semaphore(width)
+
+    async def one(item: Any) -> Any:
+        async with limit:
+            try:
+                return await run(item)
+            except AigcError as e:
+                return e
+
+    return list(await asyncio.gather(*(one(item) for item in items)))

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .accounting import Accounting, price
-from .drive import FlowDriver, Sent
+from .drive import FlowDriver, Sent, gather_caught
 from .errors import AigcError, BackendError, ContextLengthExceeded, RateLimited
 from .failover import Failover, Health
 from .probes import ProbeRunner
@@ -332,16 +332,7 @@ class Engine(EngineBase, Failover, FlowDriver, ProbeRunner):
     async def aexecute_many(self, requests: list[ChatRequest], task: str) -> list[Sent | AigcError]:
         if self.backend.prefers_batches and len(requests) > 1:
             return await asyncio.to_thread(self._execute_batch, requests, task)
-        limit = asyncio.Semaphore(self.concurrency)
-
-        async def one(r: ChatRequest) -> Sent | AigcError:
-            async with limit:
-                try:
-                    return await self.aexecute(r, task)
-                except AigcError as e:
-                    return e
-
-        return list(await asyncio.gather(*(one(r) for r in requests)))
+        return await gather_caught(lambda r: self.aexecute(r, task), requests, self.concurrency)
 
     def _execute_batch(self, requests: list[ChatRequest], task: str) -> list[Sent | AigcError]:
         """Backends that generate many prompts at once (local models): one batched call, no retries."""
