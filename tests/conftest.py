@@ -45,3 +45,20 @@ def isolated_env(monkeypatch, tmp_path):
     aigc learns about servers stays in the test, sharing the converted models)."""
     _isolate(monkeypatch, tmp_path)
     yield tmp_path
+
+
+def aim_cli(monkeypatch, server, key: str) -> None:
+    """The environment a command-line test runs in: the test server as the API, this key, and quick give-ups
+    (two attempts of five seconds)."""
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv("AIGC_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("AIGC_TIMEOUT", "5")
+
+
+@pytest.fixture
+def article(tmp_path):
+    """A one-sentence news item in a file."""
+    path = tmp_path / "article.txt"
+    path.write_text("The harbour festival drew 40,000 visitors over three days, organisers said on Sunday.\n")
+    return path

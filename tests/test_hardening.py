@@ -17,6 +17,7 @@ import pytest
 
 import aigc
 from aigc.cli import main
+from tests.conftest import aim_cli
 from tests.openai_server import FakeOpenAIServer, Fault
 
 KEY = "sk-test-SECRET-hardening-1234567"
@@ -27,18 +28,8 @@ QUERY_SECRET = "QueryToken987654"
 @pytest.fixture
 def server(monkeypatch):
     with FakeOpenAIServer() as s:
-        monkeypatch.setenv("OPENAI_BASE_URL", s.url)
-        monkeypatch.setenv("OPENAI_API_KEY", KEY)
-        monkeypatch.setenv("AIGC_MAX_ATTEMPTS", "2")
-        monkeypatch.setenv("AIGC_TIMEOUT", "5")
+        aim_cli(monkeypatch, s, KEY)
         yield s
-
-
-@pytest.fixture
-def article(tmp_path):
-    path = tmp_path / "article.txt"
-    path.write_text("The harbour festival drew 40,000 visitors over three days, organisers said on Sunday.\n")
-    return path
 
 
 @pytest.fixture
