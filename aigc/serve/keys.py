@@ -234,9 +234,6 @@ class KeyStore:
         self._db.execute("UPDATE keys SET revoked_at = coalesce(revoked_at, ?) WHERE name = ?", (_stamp(_now()), name))
         return self.get(name)
 
-    def active_count(self) -> int:
-        return sum(1 for k in self.list() if k.status() == "active")
-
     def verify(self, secret: str) -> KeyRecord | None:
         """The record of a presented key, whatever its status; None for an unknown key."""
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM keys WHERE hash = ?", (_digest(secret),))

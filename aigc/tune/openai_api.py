@@ -32,11 +32,13 @@ _CLOSED = ("OpenAI refused fine-tuning for this organisation (HTTP 403): {msg} O
 class FineTuningAPI:
     """Thin, retried calls; each returns the SDK object as a plain dict."""
 
-    def __init__(self, client: Any, *, key: str | None, where: str, policy: RetryPolicy | None = None) -> None:
+    def __init__(self, client: Any, *, key: str | None, where: str, policy: RetryPolicy | None = None,
+                 moderation_model: str = "omni-moderation-latest") -> None:
         self.client = client
         self.key = key
         self.where = where
         self.policy = policy or RetryPolicy()
+        self.moderation_model = moderation_model
 
     @classmethod
     def from_settings(cls, settings: Settings, *, client: Any = None,
@@ -51,7 +53,8 @@ class FineTuningAPI:
                                    max_retries=0, timeout=settings.timeout)
         policy = policy or RetryPolicy(max_attempts=settings.max_attempts, deadline=settings.deadline,
                                        max_retry_after=settings.max_retry_after)
-        return cls(client, key=settings.key, where=settings.base_url or "the OpenAI API", policy=policy)
+        return cls(client, key=settings.key, where=settings.base_url or "the OpenAI API", policy=policy,
+                   moderation_model=settings.moderation_model)
 
     def close(self) -> None:
         close = getattr(self.client, "close", None)
@@ -155,17 +158,13 @@ class FineTuningAPI:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._dump(self._call(lambda t: self.client.fine_tuning.jobs.cancel(job_id, timeout=t)))
 
-    def list_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
-        page = self._call(lambda t: self.client.fine_tuning.jobs.list(limit=limit, timeout=t))
-        return [self._dump(j) for j in page.data]
-
     # -- moderation -----------------------------------------------------------------------------------------
     def moderate(self, texts: list[str]) -> list[list[str]]:
-        """For each text, the moderation categories it was flagged for (empty: not flagged)."""
+        """For each text, the moderation categories it was flagged for (empty: not flagged), read as aigc's
+        moderation reads the endpoint (:func:`aigc.moderation.verdict_from`), with the configured model."""
+        from ..moderation import verdict_from
+
         answer = self._call(lambda t: self.client.moderations.create(
-            model="omni-moderation-latest", input=texts, timeout=t))
-        out = []
-        for result in answer.results:
-            categories = result.categories.model_dump(by_alias=True) if result.flagged else {}
-            out.append(sorted(k for k, v in categories.items() if v))
-        return out
+            model=self.moderation_model, input=texts, timeout=t))
+        verdicts = [verdict_from(r) for r in answer.results]
+        return [sorted(k for k, hit in v.categories.items() if hit) if v.flagged else [] for v in verdicts]
