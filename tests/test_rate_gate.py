@@ -12,6 +12,7 @@ import pytest
 import aigc
 from aigc.backends.openai.wire import duration, rate_limits
 from aigc.ratelimit import PROBE, RateGate
+from aigc.ratelimit.gate import PATIENCE
 from tests.openai_server import FakeOpenAIServer
 from tests.openai_server import duration as server_duration
 from tests.test_batch_job import FakeTime as _FakeTime
@@ -108,6 +109,57 @@ async def test_a_low_budget_slows_the_pace_down_again():
     fast = gate.stats()["boost"]
     gate.observe({**HEADERS, "remaining_requests": 100})
     assert fast > 2 and gate.stats()["boost"] < fast
+
+
+def test_a_small_request_takes_room_a_large_one_is_waiting_for():
+    t = FakeTime()
+    gate = RateGate(tpm=60_000, guard=0.0, clock=t.clock)  # 1,000 tokens a second
+    start = t.now
+    assert gate.reserve(700)[1] == 0
+    slot, wait = gate.reserve(500)
+    assert slot is None and wait == pytest.approx(1.0)  # it holds nothing while it waits
+    t.now += 0.5
+    assert gate.reserve(300)[1] == 0  # so a smaller one that fits goes now
+    t.now = start + wait
+    assert gate.reserve(500, waited=wait)[1] == 0  # and the large one when the 700 has left the window
+
+
+def test_a_request_that_waited_long_books_ahead_and_the_others_keep_clear():
+    t = FakeTime()
+    gate = RateGate(tpm=60_000, guard=0.0, clock=t.clock)
+    start = t.now
+    gate.reserve(900)
+    slot, wait = gate.reserve(800, waited=PATIENCE)  # waited two windows: it books the moment it fits
+    assert slot is not None and wait == pytest.approx(1.0)
+    t.now = start + 1.2
+    assert gate.reserve(300) == (None, pytest.approx(0.8))  # 800 booked at +1 leaves no room until +2
+    huge, wait = gate.reserve(5_000)  # larger than a whole second's share: booked into an empty window
+    assert huge is not None and huge.at == pytest.approx(start + 2.0)
+
+
+def test_429s_for_requests_sent_before_the_first_came_back_are_the_same_news():
+    t = FakeTime()
+    gate = RateGate(rpm=1200, guard=0.0, clock=t.clock)
+    first, _ = gate.reserve(1)
+    t.now += 0.02
+    second, _ = gate.reserve(1)
+    gate.penalize(0.005, first)  # 5 ms too early: the margin widens by twice that and a little
+    gate.penalize(0.005, second)  # already in flight when the first 429 came: nothing more to learn
+    assert gate.stats()["margin_s"] == pytest.approx(0.012) and gate.penalties == 2
+
+
+async def test_what_was_sent_while_learning_counts_once_the_limits_are_known():
+    t = FakeTime()
+    gate = RateGate(learn=True, guard=0.0, clock=t.clock, sleep=t.sleep)
+    times = []
+    for _ in range(PROBE):
+        gate.finished(await gate.acquire(100))
+        times.append(t.now)
+    gate.observe({**HEADERS, "limit_requests": 300, "remaining_requests": 120})  # 5 a second, 40 % left
+    for _ in range(6):
+        await gate.acquire(100)
+        times.append(t.now)
+    assert most_in_any_second(times) <= 5  # the probes are in the books the server keeps
 
 
 def test_a_5xx_keeps_its_place_and_a_429_gives_it_back():

@@ -5,8 +5,11 @@ paced, and a common cooldown after a 429.
 means at most 20 in any one second, and a token limit counts each request's prompt tokens plus its maximum
 output tokens when it is admitted. The gate keeps the same books as the server — a sliding one-second share
 of each limit (one request per ``60/rpm`` seconds for limits under 60 a minute), and the whole minute — so a
-request is only sent when the server will accept it. Within those windows requests are paced, one every
-``window / n`` seconds, so they leave one by one rather than in bursts, and take their turn in order.
+request is only sent when the server will accept it. A request is counted when it leaves, and leaves as soon
+as it fits; waiting, it holds nothing, so a smaller one that fits the room left goes first. One that has
+waited two window lengths (or is larger than a whole share) books the earliest moment it fits instead, and
+the others keep clear of it. Two never leave within 10 ms of each other: the server takes a burst in one by
+one, so the last of a long burst would reach its books later than we counted it.
 
 **The limits.** Configured ``rpm``/``tpm`` are a ceiling; the server's ``x-ratelimit-limit-*`` headers are the
 truth when lower. With none configured, the limits are learned from the first answers: until then only a
@@ -14,25 +17,27 @@ handful of requests go out (a server that sends no such headers is not limited a
 
 **The pace** (additive/multiplicative, like TCP's congestion window). A second may take ``boost`` one-second
 shares, starting at 1: servers that count over whole minutes let a small job go much faster. While the
-headers show more than half of the minute's budget left and no 429 has come back, the boost grows by a fifth
-every fifth of a second (or every 1.5 round trips, if longer, so the answers to one raise come back before
-the next); a 429 drops it to 1 at once and keeps it there (the server counts over short windows), and a
-budget running low shrinks it again. The minute window keeps the whole run under the limit.
+headers show more than half of the minute's budget left and no 429 has come back, the boost grows every fifth
+of a second (or every 1.5 round trips, if longer, so the answers to one raise come back before the next): by
+a fifth at first, a cautious probe, then by 10 points more each time up to a half; a 429 drops it to 1 at
+once and keeps it there (the server counts over short windows), and a budget running low shrinks it again. The minute window keeps the whole run under the limit.
 
 +------------------------------+-----------------------------------------------+
 | the server says              | the gate does                                 |
 +==============================+===============================================+
 | ``x-ratelimit-limit-*``      | takes the lower of it and the configured limit |
-| > 50 % remaining, no 429     | raises the pace by 20 % every 0.2 s+ (≤ 60×)   |
+| > 50 % remaining, no 429     | raises the pace 20 %, 30 % … 50 % per 0.2 s+   |
 | < 25 % remaining             | halves the pace (not below one share)          |
 | 429 (+ Retry-After)          | pace back to one share for good; everyone      |
-|                              | waits out the Retry-After, then goes paced     |
+|                              | waits out the Retry-After; at one share, the   |
+|                              | margin widens by twice the Retry-After         |
 | 5xx / dropped connection     | nothing: the attempt keeps its place (counted) |
 +------------------------------+-----------------------------------------------+
 
-The gate schedules rather than polls: under a plain lock, :meth:`RateGate.reserve` finds the earliest moment
-the request fits, books it there, and returns how long to wait. The caller then sleeps — ``time.sleep`` in
-threads, ``asyncio.sleep`` in tasks — so one gate serves sync code, async code and threads alike.
+The gate needs no thread of its own: under a plain lock, :meth:`RateGate.reserve` counts the request if it
+fits now, or says how long until it would (booking that moment only for a request that has waited long).
+The caller sleeps that long — ``time.sleep`` in threads, ``asyncio.sleep`` in tasks — and asks again, so
+one gate serves sync code, async code and threads alike.
 """
 
 from __future__ import annotations

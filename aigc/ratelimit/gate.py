@@ -17,26 +17,32 @@ from .windows import EPS, Limit, Window
 __all__ = ["RateGate", "Slot", "PROBE"]
 
 
-# Margin for the time between our clock and the server's: a request admitted here at t reaches the
-# server's books a few milliseconds later, and those delays vary. A 429 at the plain pace widens the margin
-# by WIDEN (a busy machine delivers less evenly); every QUIET admissions without one halve the extra again.
-GUARD_S = 0.02
+# Margin for the time between the moment a request is counted here and the moment the server counts it (a
+# few milliseconds on a quiet machine, and they vary). A 429 at the plain pace widens the margin by twice
+# the Retry-After it came with (how much too early it was), at most WIDEN (a busy machine delivers less
+# evenly); every QUIET admissions without one halve the extra again.
+GUARD_S = 0.01
 WIDEN = 0.02
 MAX_GUARD_S = 0.25
 QUIET = 200
-# Bookings keep at least this fraction of the even spacing apart (for 20 a second: 25 ms), so requests
-# leave one by one rather than in bursts; the windows decide the rate.
-SPREAD = 0.5
+# A request goes the moment it fits, so a small one may take room a larger one is waiting for; one that has
+# waited this many window lengths books the earliest moment it fits instead, and the others keep clear of it.
+PATIENCE = 2.0
+# Two requests never leave closer together than this (or a quarter of the even spacing, if less): the server
+# takes a burst in one by one, so the last of a long burst reaches its books later than we counted it.
+GAP_S = 0.01
 # After a 429 without a Retry-After, everyone waits this long.
 DEFAULT_COOLDOWN_S = 1.0
 MAX_COOLDOWN_S = 60.0
 # Learning the limits: requests allowed in flight before an answer says them, and how often to look again.
 PROBE = 4
 POLL_S = 0.05
-# The pace: raised by RAISE every RAISE_EVERY seconds (or 1.5 round trips, if longer: the answers to the
-# last raise come back before the next) while over HIGH of the budget is left; lowered by LOWER under LOW;
-# never above MAX_BOOST one-second shares in a second.
-RAISE, RAISE_EVERY, HIGH, LOW, LOWER, MAX_BOOST = 1.2, 0.2, 0.5, 0.25, 0.5, 60.0
+# The pace: raised every RAISE_EVERY seconds (or 1.5 round trips, if longer: the answers to the last raise
+# come back before the next) while over HIGH of the budget is left, by RAISE at first and by STEP more each
+# time up to MAX_RAISE (a cautious probe, then faster); lowered by LOWER under LOW; never above MAX_BOOST
+# one-second shares in a second.
+RAISE, STEP, MAX_RAISE, RAISE_EVERY = 1.2, 0.1, 1.5, 0.2
+HIGH, LOW, LOWER, MAX_BOOST = 0.5, 0.25, 0.5, 60.0
 RECENT_S = 10.0  # the span over which the current pace and what limits it are reported
 
 # The slot the current thread or task took last, so a rejected attempt can give it back.
@@ -50,7 +56,7 @@ class Slot:
     gate: RateGate
     at: float
     places: list[tuple[Window, tuple[float, float]]] = field(default_factory=list)
-    epoch: int = 0  # the gate's cooldown count when it was booked: a later 429 voids it
+    epoch: int = 0  # the gate's cooldown count when it was booked: a later 429 voids a slot ahead
     probe: bool = False  # sent before the limits were known: counts against the handful allowed in flight
 
 
@@ -69,22 +75,22 @@ class RateGate:
         self._lock = threading.Lock()
         self._base_guard = self._guard = guard
         self._limits: dict[str, Limit] = {}
-        self._boost, self._pinned = 1.0, False
+        self._boost, self._pinned, self._raise = 1.0, False, RAISE
+        self._recent: deque[tuple[float, int]] = deque()  # (time, tokens) of the requests counted
+        self._held: deque[tuple[float, str, float]] = deque()  # (time, reason, seconds) of the waits asked
+        self._booked: list[float] = []  # moments booked in the last second and ahead, sorted
         self.rpm: float | None = None
         self.tpm: float | None = None
         self._set_limits(rpm, tpm)
         self._raised = self._last_429 = float("-inf")
         self._probing, self._silent, self._heard = 0, 0, False
         self._rtt = 0.0  # a moving average of how long an attempt takes, from its slot to its answer
-        self._booked: list[float] = []  # booked moments of the last second and the future, sorted
-        self._pace_by = "requests"
         self._cool_until = 0.0
         self._epoch = 0
         self._quiet = 0
         self.acquired = self.refunds = self.penalties = 0
         self.waited_s = 0.0
         self.waits: Counter[str] = Counter()  # seconds waited, by what held the request back
-        self._recent: deque[tuple[float, int, str, float]] = deque()  # (time, tokens, reason, wait)
 
     # -- the limits in force ----------------------------------------------------------------------------
     def _set_limits(self, rpm: float | None, tpm: float | None) -> None:
@@ -93,7 +99,8 @@ class RateGate:
             if not value:
                 self._limits.pop(name, None)
             elif current is None or current.per_minute != value:
-                self._limits[name] = Limit(value, tokens)
+                # a new limit starts from what was already sent: the server counted it
+                self._limits[name] = Limit(value, tokens, sent=list(self._recent))
         self.rpm, self.tpm = rpm, tpm
         for limit in self._limits.values():
             limit.fit(self._guard, self._boost)
@@ -104,9 +111,11 @@ class RateGate:
         return bool(self._limits) or (self.learn and not self._heard and self._silent < PROBE)
 
     # -- booking --------------------------------------------------------------------------------------
-    def reserve(self, tokens: int) -> tuple[Slot | None, float]:
-        """Book the earliest moment a request of ``tokens`` (prompt + max output) may be sent: the slot and
-        the seconds to wait for it; or (None, seconds) while the limits are being learned."""
+    def reserve(self, tokens: int, waited: float = 0.0) -> tuple[Slot | None, float]:
+        """Count a request of ``tokens`` (prompt + max output) if it fits now: the slot and 0. If not, None
+        and the seconds until it would fit; nothing is held meanwhile, so whoever fits first goes first. A
+        request that has ``waited`` too long (or is larger than a whole share) is booked at the earliest
+        moment it fits instead: the slot and the seconds to wait for it."""
         with self._lock:
             now = self._clock()
             if not self._limits:
@@ -115,13 +124,19 @@ class RateGate:
                     return None, POLL_S
                 self._probing += probe
                 self.acquired += 1
+                self._recent.append((now, tokens))
+                self._forget(now)
                 return Slot(self, now, epoch=self._epoch, probe=probe), 0.0
             at = max(now, self._cool_until)
             reason = "429s" if at > now else ""
-            gap, self._pace_by = self._spacing(tokens)
             for limit in self._limits.values():
                 limit.share.prune(now)
                 limit.minute.prune(now)
+            ahead, gap = False, GAP_S
+            for limit in self._limits.values():
+                amount = tokens if limit.tokens else 1
+                ahead = ahead or waited >= PATIENCE * limit.share.seconds or amount > limit.share.capacity
+                gap = min(gap, limit.share.seconds * amount / limit.share.capacity / 4)
             for _ in range(16):  # a fit in one window can push past another's; settles in a step or two
                 start = at
                 for name, limit in self._limits.items():
@@ -129,11 +144,13 @@ class RateGate:
                     fit = max(limit.share.earliest(at, amount), limit.minute.earliest(at, amount))
                     if fit > at:
                         at, reason = fit, name
-                spaced = self._spaced(at, gap)
-                if spaced > at:
-                    at, reason = spaced, self._pace_by
+                if (spaced := self._spaced(at, gap)) > at:
+                    at = spaced
                 if at == start:
                     break
+            if at > now and not ahead:
+                self._hold(now, reason, at - now)
+                return None, at - now
             slot = Slot(self, at, epoch=self._epoch)
             for limit in self._limits.values():
                 amount = tokens if limit.tokens else 1
@@ -145,19 +162,11 @@ class RateGate:
             self._quiet += 1
             if self._quiet >= QUIET and self._guard > self._base_guard:
                 self._set_guard(self._base_guard + (self._guard - self._base_guard) / 2)
-            self._account(now, tokens, reason, at - now)
+            if at > now:
+                self._hold(now, reason, at - now)
+            self._recent.append((at, tokens))
+            self._forget(now)
             return slot, at - now
-
-    def _spacing(self, tokens: int) -> tuple[float, str]:
-        """How far apart bookings stay (a fraction of the even spacing the tightest limit allows), so that
-        requests leave one by one rather than in bursts; and that limit's name."""
-        gap, by = 0.0, "requests"
-        for name, limit in self._limits.items():
-            amount = tokens if limit.tokens else 1
-            g = SPREAD * limit.share.seconds / max(1, int(limit.share.capacity // amount))
-            if g > gap:
-                gap, by = g, name
-        return gap, by
 
     def _spaced(self, t: float, gap: float) -> float:
         """The first moment from ``t`` on that is at least ``gap`` away from every other booking."""
@@ -167,38 +176,49 @@ class RateGate:
             i += 1
         return t
 
-    def _account(self, now: float, tokens: int, reason: str, wait: float) -> None:
+    def _hold(self, now: float, reason: str, wait: float) -> None:
+        """Note that a request was told to wait ``wait`` seconds because of ``reason``."""
         self.waited_s += wait
-        if reason and wait > 0:
-            self.waits[reason] += wait
-        self._recent.append((now, tokens, reason, wait))
-        while self._recent and self._recent[0][0] < now - RECENT_S:
-            self._recent.popleft()
+        self.waits[reason or "requests"] += wait
+        self._held.append((now, reason or "requests", wait))
+        self._forget(now)
 
-    def _check(self, slot: Slot | None, tokens: int) -> tuple[Slot | None, float]:
-        """After a wait: the slot, or a new one if a 429 voided it (everyone is paced again after the
-        cooldown rather than all going at once), and the seconds still to wait."""
-        if slot is None or slot.epoch != self._epoch:
-            if slot is not None:
-                self._release(slot)
-            return self.reserve(tokens)
-        return slot, slot.at - self._clock()
+    def _forget(self, now: float) -> None:
+        for recent in (self._recent, self._held):
+            while recent and recent[0][0] < now - RECENT_S:
+                recent.popleft()
+
+    def _ready(self, slot: Slot | None, wait: float) -> bool:
+        """Whether a slot from :meth:`reserve` may be used after waiting ``wait``: a slot booked ahead is void
+        if a 429 came meanwhile (its holder queues again, paced from the cooldown's end)."""
+        if slot is None:
+            return False
+        if wait > 0 and slot.epoch != self._epoch:
+            self._release(slot)
+            return False
+        return True
 
     async def acquire(self, tokens: int) -> Slot:
         """Wait (asyncio) until a request of ``tokens`` may be sent, and count it."""
-        slot, wait = self.reserve(tokens)
-        while slot is None or wait > 0:
-            await self._sleep(wait)
-            slot, wait = self._check(slot, tokens)
+        started = self._clock()
+        while True:
+            slot, wait = self.reserve(tokens, self._clock() - started)
+            if wait > 0:
+                await self._sleep(wait)
+            if self._ready(slot, wait):
+                break
         _LAST.set(slot)
         return slot
 
     def acquire_blocking(self, tokens: int) -> Slot:
         """Wait (this thread) until a request of ``tokens`` may be sent, and count it."""
-        slot, wait = self.reserve(tokens)
-        while slot is None or wait > 0:
-            self._sleep_blocking(wait)
-            slot, wait = self._check(slot, tokens)
+        started = self._clock()
+        while True:
+            slot, wait = self.reserve(tokens, self._clock() - started)
+            if wait > 0:
+                self._sleep_blocking(wait)
+            if self._ready(slot, wait):
+                break
         _LAST.set(slot)
         return slot
 
@@ -247,7 +267,8 @@ class RateGate:
             self._boost = max(1.0, self._boost * LOWER)
         elif (min(left) > HIGH and not self._pinned and now - self._raised >= max(RAISE_EVERY, 1.5 * self._rtt)
               and now - self._last_429 > 2 * RAISE_EVERY):
-            self._boost, self._raised = min(MAX_BOOST, self._boost * RAISE), now
+            self._boost, self._raised = min(MAX_BOOST, self._boost * self._raise), now
+            self._raise = min(MAX_RAISE, self._raise + STEP)
         else:
             return
         for limit in self._limits.values():
@@ -265,21 +286,24 @@ class RateGate:
         with self._lock:
             self.refunds += 1
 
-    def penalize(self, retry_after: float | None) -> None:
-        """A 429 came back: nobody sends again before the server's Retry-After has passed, and the pace goes
-        back to one share a second for good."""
+    def penalize(self, retry_after: float | None, slot: Slot | None = None) -> None:
+        """A 429 came back for ``slot`` (default: the caller's last): nobody sends again before the server's
+        Retry-After has passed, and the pace goes back to one share a second for good. A 429 for a request
+        sent before the last one came back is the same news, not a new one."""
         pause = DEFAULT_COOLDOWN_S if retry_after is None else min(max(retry_after, 0.0), MAX_COOLDOWN_S)
+        slot = slot or _LAST.get()
         with self._lock:
             now = self._clock()
             self.penalties += 1
-            self._last_429 = now
             self._cool_until = max(self._cool_until, now + pause)
-            # Slots booked before now are void: their holders book again, paced from the cooldown's end.
-            self._epoch += 1
+            if slot is not None and slot.gate is self and slot.epoch < self._epoch:
+                return
+            self._last_429 = now
+            self._epoch += 1  # slots booked ahead before now are void: their holders queue again
             if self._boost > 1:  # the pace had outrun the server's windows: back to one share, for good
                 self._boost = 1.0
-            else:  # at the plain pace: our clock and the server's disagree by more than the margin
-                self._set_guard(min(MAX_GUARD_S, self._guard + WIDEN))
+            else:  # at the plain pace: we counted it earlier than the server did by about its Retry-After
+                self._guard = min(MAX_GUARD_S, self._guard + min(WIDEN, 2 * pause + 0.002))
             self._pinned = True
             self._set_guard(self._guard)
 
@@ -300,13 +324,13 @@ class RateGate:
         with self._lock:
             now = self._clock()
             recent = [r for r in self._recent if r[0] >= now - RECENT_S]
+            held: Counter[str] = Counter()
+            for t, reason, wait in self._held:
+                if t >= now - RECENT_S:
+                    held[reason] += wait
         if not recent:
             return {"rpm": 0.0, "tpm": 0.0, "limited_by": "latency/concurrency"}
         span = max(now - recent[0][0], 1.0)
-        held: Counter[str] = Counter()
-        for _, _, reason, wait in recent:
-            if reason:
-                held[reason] += wait
         busy = sum(held.values()) / len(recent)
         limited_by = held.most_common(1)[0][0] if held and busy > 0.02 else "latency/concurrency"
         return {"rpm": round(len(recent) * 60 / span, 1), "tpm": round(sum(r[1] for r in recent) * 60 / span),
@@ -314,7 +338,7 @@ class RateGate:
 
     def stats(self) -> dict[str, Any]:
         return {"rpm": self.rpm, "tpm": self.tpm, "learned": self._heard and self.learn,
-                "boost": round(self._boost, 2), "waited_s": round(self.waited_s, 3),
+                "boost": round(self._boost, 2), "margin_s": round(self._guard, 4), "waited_s": round(self.waited_s, 3),
                 "waited_by": {k: round(v, 3) for k, v in self.waits.items()},
                 "rate_limited": self.penalties, "refunded": self.refunds, **{"pace": self.pace()}}
 

@@ -86,6 +86,7 @@ class Limit:
 
     per_minute: float
     tokens: bool
+    sent: list[tuple[float, int]] = field(default_factory=list)  # (time, tokens) already sent, to count
     share: Window = field(init=False)
     minute: Window = field(init=False)
     span: float = field(init=False)
@@ -95,6 +96,10 @@ class Limit:
         self.span, self.base = share(self.per_minute)
         self.share = Window(self.base, self.span)
         self.minute = Window(self.per_minute, 60.0)
+        for when, tokens in self.sent:
+            self.share.add(when, tokens if self.tokens else 1)
+            self.minute.add(when, tokens if self.tokens else 1)
+        self.sent = []
 
     def fit(self, guard: float, boost: float) -> None:
         self.share.seconds, self.share.capacity = self.span + guard, self.base * boost

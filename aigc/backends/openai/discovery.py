@@ -21,6 +21,7 @@ Every probe is one small request with a short timeout; a server that does not kn
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["ServerInfo", "server_root", "OLLAMA_DEFAULT_WINDOW"]
@@ -40,23 +41,24 @@ def server_root(base_url: str) -> str:
 
 
 class ServerInfo:
-    """Probes of one server, through the backend's SDK client (its key, its transport)."""
+    """Probes of one server, through the backend's SDK client (its key, its transport), made on the first
+    probe by ``client()``."""
 
-    def __init__(self, client: Any, base_url: str) -> None:
-        self.client = client
+    def __init__(self, client: Callable[[], Any], base_url: str) -> None:
+        self._client = client
         self.base_url = base_url.rstrip("/")
         self.root = server_root(base_url)
 
     # -- plumbing -----------------------------------------------------------------------------------
     def _get(self, url: str, timeout: float = PROBE_TIMEOUT) -> Any:
         try:
-            return self.client.get(url, cast_to=object, options={"timeout": timeout})
+            return self._client().get(url, cast_to=object, options={"timeout": timeout})
         except Exception:  # any failure means "this server does not tell"
             return None
 
     def _post(self, url: str, body: dict[str, Any], timeout: float = PROBE_TIMEOUT) -> Any:
         try:
-            return self.client.post(url, body=body, cast_to=object, options={"timeout": timeout})
+            return self._client().post(url, body=body, cast_to=object, options={"timeout": timeout})
         except Exception:
             return None
 

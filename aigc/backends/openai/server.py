@@ -119,7 +119,7 @@ class ServerBase(BaseBackend):
         return self.capabilities(model).structured
 
     def probe(self) -> ServerInfo | None:
-        return None if self.official else ServerInfo(self.client, self.settings.base_url or "")
+        return None if self.official else ServerInfo(lambda: self.client, self.settings.base_url or "")
 
     # -- models and tokens ---------------------------------------------------------------------------
     def model_info(self, model: str) -> ModelInfo:
