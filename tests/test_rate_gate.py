@@ -85,8 +85,9 @@ async def test_the_pace_rises_while_the_budget_is_large_and_falls_back_for_good_
     async def second() -> int:
         start, sent = t.now, 0
         while t.now < start + 1:
-            await gate.acquire(1)
+            slot = await gate.acquire(1)
             gate.observe(HEADERS)  # over half of the minute's budget left, no 429
+            gate.finished(slot)
             sent += 1
         return sent
 
@@ -100,12 +101,27 @@ async def test_the_pace_rises_while_the_budget_is_large_and_falls_back_for_good_
     assert max(again) <= 21  # one share a second, for good
 
 
+def test_beyond_the_plain_share_one_request_goes_alone_until_it_is_answered():
+    t = FakeTime()
+    gate = RateGate(rpm=600, learn=True, guard=0.0, clock=t.clock)  # 10 a second
+    for _ in range(10):
+        assert gate.reserve(1)[1] == 0
+        t.now += 0.01
+    gate.observe(HEADERS)  # most of the minute left: the pace rises to 12 a second
+    trial, _ = gate.reserve(1)
+    t.now += 0.01
+    assert trial is not None and gate.reserve(1)[0] is None  # the 12th waits for the 11th's answer
+    gate.finished(trial)  # answered without a 429: the server counts over longer windows
+    assert gate.reserve(1)[0] is not None
+
+
 async def test_a_low_budget_slows_the_pace_down_again():
     t = FakeTime()
     gate = RateGate(rpm=1200, learn=True, guard=0.0, clock=t.clock, sleep=t.sleep)
     for _ in range(200):
-        await gate.acquire(1)
+        slot = await gate.acquire(1)
         gate.observe(HEADERS)
+        gate.finished(slot)
     fast = gate.stats()["boost"]
     gate.observe({**HEADERS, "remaining_requests": 100})
     assert fast > 2 and gate.stats()["boost"] < fast

@@ -19,8 +19,10 @@ handful of requests go out (a server that sends no such headers is not limited a
 shares, starting at 1: servers that count over whole minutes let a small job go much faster. While the
 headers show more than half of the minute's budget left and no 429 has come back, the boost grows every fifth
 of a second (or every 1.5 round trips, if longer, so the answers to one raise come back before the next): by
-a fifth at first, a cautious probe, then by 10 points more each time up to a half; a 429 drops it to 1 at
-once and keeps it there (the server counts over short windows), and a budget running low shrinks it again. The minute window keeps the whole run under the limit.
+a fifth at first, then by 10 points more each time up to a half, and until one request beyond the plain
+share has been answered without a 429, such requests go one at a time; a 429 drops it to 1 at once and
+keeps it there (the server counts over short windows), and a budget running low shrinks it again. The minute
+window keeps the whole run under the limit.
 
 +------------------------------+-----------------------------------------------+
 | the server says              | the gate does                                 |

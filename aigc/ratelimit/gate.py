@@ -58,6 +58,7 @@ class Slot:
     places: list[tuple[Window, tuple[float, float]]] = field(default_factory=list)
     epoch: int = 0  # the gate's cooldown count when it was booked: a later 429 voids a slot ahead
     probe: bool = False  # sent before the limits were known: counts against the handful allowed in flight
+    trial: bool = False  # the first request beyond the plain share: the next wait for its answer
 
 
 class RateGate:
@@ -76,6 +77,9 @@ class RateGate:
         self._base_guard = self._guard = guard
         self._limits: dict[str, Limit] = {}
         self._boost, self._pinned, self._raise = 1.0, False, RAISE
+        # Until a request beyond the plain share has been answered without a 429, only one such goes at a time.
+        self._confirmed = False
+        self._trial: Slot | None = None
         self._recent: deque[tuple[float, int]] = deque()  # (time, tokens) of the requests counted
         self._held: deque[tuple[float, str, float]] = deque()  # (time, reason, seconds) of the waits asked
         self._booked: list[float] = []  # moments booked in the last second and ahead, sorted
@@ -148,10 +152,16 @@ class RateGate:
                     at = spaced
                 if at == start:
                     break
+            trial = not self._confirmed and self._boost > 1 and not all(
+                limit.share.fits(at, tokens if limit.tokens else 1, limit.base) for limit in self._limits.values())
+            if trial and self._trial is not None:  # beyond the plain share: one at a time until one is answered
+                at, reason, ahead = max(at, now + POLL_S), "requests", False
             if at > now and not ahead:
                 self._hold(now, reason, at - now)
                 return None, at - now
-            slot = Slot(self, at, epoch=self._epoch)
+            slot = Slot(self, at, epoch=self._epoch, trial=trial)
+            if trial:
+                self._trial = slot
             for limit in self._limits.values():
                 amount = tokens if limit.tokens else 1
                 slot.places += [(limit.share, limit.share.add(at, amount)),
@@ -223,7 +233,8 @@ class RateGate:
         return slot
 
     def finished(self, slot: Slot | None) -> None:
-        """The attempt of ``slot`` has its answer (or its error): a probe makes room for the next."""
+        """The attempt of ``slot`` has its answer (or its error): a probe makes room for the next, and a trial
+        beyond the plain share answered without a 429 lets the raised pace go."""
         if slot is None:
             return
         with self._lock:
@@ -231,6 +242,9 @@ class RateGate:
             if slot.probe:
                 slot.probe = False
                 self._probing -= 1
+            if slot is self._trial:  # answered (or failed after the server counted it) without a 429 since
+                self._trial = None
+                self._confirmed = self._confirmed or slot.epoch == self._epoch
 
     def _release(self, slot: Slot) -> None:
         with self._lock:

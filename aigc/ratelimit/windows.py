@@ -37,9 +37,9 @@ class Window:
         lo = bisect.bisect_right(self._times, x - self.seconds + EPS)
         return sum(self._amounts[lo:bisect.bisect_right(self._times, x + EPS)])
 
-    def fits(self, t: float, amount: float) -> bool:
-        """Whether ``amount`` booked at ``t`` keeps every window within capacity. A request larger than the
-        whole capacity fits into an empty window, as the server allows."""
+    def fits(self, t: float, amount: float, capacity: float | None = None) -> bool:
+        """Whether ``amount`` booked at ``t`` keeps every window within capacity (or ``capacity``). A request
+        larger than the whole capacity fits into an empty window, as the server allows."""
         if not self.exact:
             lo = bisect.bisect_right(self._times, t - self.seconds + EPS)
             peak = sum(self._amounts[lo:])
@@ -47,7 +47,7 @@ class Window:
             lo = bisect.bisect_right(self._times, t + EPS)
             hi = bisect.bisect_left(self._times, t + self.seconds - EPS)
             peak = max([self._load(t), *(self._load(x) for x in self._times[lo:hi])])
-        return peak + amount <= self.capacity + EPS or peak == 0
+        return peak + amount <= (self.capacity if capacity is None else capacity) + EPS or peak == 0
 
     def earliest(self, t0: float, amount: float) -> float:
         """The earliest moment from ``t0`` on at which ``amount`` fits."""
