@@ -142,24 +142,17 @@ class FlowDriver:
                     step = tally.probed(flow, step.probe.run(self))
                     continue
                 if stream and step.streamable and len(step.requests) == 1:
-                    sents, view, before = [], _Shown(step), shown
+                    view = _Shown(step)
                     try:
                         for piece in self.stream(step.requests[0], task):
-                            if isinstance(piece, Sent):
-                                sents.append(piece)
-                            elif text := view.feed(piece):
+                            if text := view.take(piece):
                                 shown = True
                                 yield text
                     except AigcError as e:
-                        if shown != before:  # text of this request reached the caller: nothing to plan again
-                            raise
-                        sents = [e]
-                    if sents and not isinstance(sents[-1], BaseException):
-                        if text := view.flush():
-                            shown = True
-                            yield text
-                        if step.trailer:
-                            yield step.trailer
+                        view.failed(e)
+                    for text in view.ending():
+                        yield text
+                    shown, sents = shown or view.showed, view.sents
                 else:
                     sents = self.execute_many(step.requests, task)
                 step = tally.feed(flow, sents)
@@ -181,24 +174,17 @@ class FlowDriver:
                     step = tally.probed(flow, await step.probe.arun(self))
                     continue
                 if stream and step.streamable and len(step.requests) == 1:
-                    sents, view, before = [], _Shown(step), shown
+                    view = _Shown(step)
                     try:
                         async for piece in self.astream(step.requests[0], task):
-                            if isinstance(piece, Sent):
-                                sents.append(piece)
-                            elif text := view.feed(piece):
+                            if text := view.take(piece):
                                 shown = True
                                 yield text
                     except AigcError as e:
-                        if shown != before:
-                            raise
-                        sents = [e]
-                    if sents and not isinstance(sents[-1], BaseException):
-                        if text := view.flush():
-                            shown = True
-                            yield text
-                        if step.trailer:
-                            yield step.trailer
+                        view.failed(e)
+                    for text in view.ending():
+                        yield text
+                    shown, sents = shown or view.showed, view.sents
                 else:
                     sents = await self.aexecute_many(step.requests, task)
                 step = tally.feed(flow, sents)
@@ -246,20 +232,41 @@ class FlowDriver:
 
 
 class _Shown:
-    """What the caller sees of a streamed step: its text filter first, then the whitespace trim."""
+    """A streamed step as the caller sees it: its text filter first, then the whitespace trim; the step's
+    outcome (its Sent, or the error that ended it before any of its text was shown)."""
 
     def __init__(self, step: Step) -> None:
         self.filter = step.text_filter
         self.trim = _Trim() if step.strip else None
+        self.trailer = step.trailer
+        self.sents: list[Sent | AigcError] = []
+        self.showed = False
 
-    def feed(self, piece: str) -> str:
+    def take(self, piece: str | Sent) -> str:
+        """The text to show for one streamed piece ("" for none)."""
+        if isinstance(piece, Sent):
+            self.sents.append(piece)
+            return ""
         if self.filter is not None:
             piece = self.filter.feed(piece)
-        return self.trim.feed(piece) if self.trim is not None and piece else piece
+        text = self.trim.feed(piece) if self.trim is not None and piece else piece
+        self.showed = self.showed or bool(text)
+        return text
 
-    def flush(self) -> str:
+    def failed(self, error: AigcError) -> None:
+        """The stream failed: the flow may plan again, unless text of it already reached the caller."""
+        if self.showed:
+            raise error
+        self.sents = [error]
+
+    def ending(self) -> list[str]:
+        """What is left to show once the stream ended well: held-back text, then the step's trailer."""
+        if not self.sents or isinstance(self.sents[-1], BaseException):
+            return []
         rest = self.filter.flush() if self.filter is not None else ""
-        return self.trim.feed(rest) if self.trim is not None and rest else rest
+        rest = self.trim.feed(rest) if self.trim is not None and rest else rest
+        self.showed = self.showed or bool(rest)
+        return [text for text in (rest, self.trailer) if text]
 
 
 class _Trim:
