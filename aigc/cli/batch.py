@@ -16,6 +16,7 @@ from typing import Annotated, TextIO
 import typer
 
 from .app import JsonOpt, app
+from .io import ProgressLine
 
 batch_app = typer.Typer(
     help="Content jobs from job files, for cron: exactly once, within limits and budget. See docs/batch.md.",
@@ -36,46 +37,25 @@ class ProgressPrinter:
     """A one-line bar on a terminal; elsewhere (cron mail, logs) a plain line every tenth of the work."""
 
     def __init__(self, stream: TextIO, *, tty: bool | None = None) -> None:
-        self.stream = stream
-        self.tty = stream.isatty() if tty is None else tty
-        self.last_draw = 0.0
-        self.last_step = -1
+        self.line = ProgressLine(stream, tty=tty, width=150)
         self.last_note = ("", 0.0)
-        self.drawn = False
 
     def __call__(self, p) -> None:
-        now = time.monotonic()
-        if self.tty:
-            if now - self.last_draw < 0.1 and p.finished < p.todo:
-                return
-            self.last_draw = now
-            width = 24
-            filled = int(width * p.finished / p.todo) if p.todo else width
-            bar = "#" * filled + "-" * (width - filled)
+        if self.line.tty:
             cost = "" if p.cost_usd is None else f"  ${p.cost_usd:.4f}"
-            line = (f"[{bar}] {p.finished}/{p.todo}  done {p.done}  failed {p.failed}{cost}  "
-                    f"{p.elapsed_s:.0f}s{_eta(p)}{_pace(p)}  {p.note}")
-            self.stream.write("\r" + line[:150].ljust(150))
-            self.stream.flush()
-            self.drawn = True
+            self.line.draw(p.finished, p.todo, f"{p.finished}/{p.todo}  done {p.done}  failed {p.failed}{cost}  "
+                                               f"{p.elapsed_s:.0f}s{_eta(p)}{_pace(p)}  {p.note}")
+        elif not p.todo:
             return
-        step = (10 * p.finished // p.todo) if p.todo else 10
-        if not p.todo:
-            return
-        if step != self.last_step:
-            self.last_step = step
-            self.stream.write(f"aigc batch: {p.finished}/{p.todo} settled ({p.done} of {p.total} items done, "
-                              f"{p.failed} failed) after {p.elapsed_s:.0f}s{_eta(p)}{_pace(p)}\n")
-            self.stream.flush()
-        elif p.note and (p.note != self.last_note[0] and now - self.last_note[1] > 60):
-            self.last_note = (p.note, now)
-            self.stream.write(f"aigc batch: {p.note}\n")
-            self.stream.flush()
+        elif self.line.new_tenth(p.finished, p.todo):
+            self.line.say(f"aigc batch: {p.finished}/{p.todo} settled ({p.done} of {p.total} items done, "
+                          f"{p.failed} failed) after {p.elapsed_s:.0f}s{_eta(p)}{_pace(p)}")
+        elif p.note and (p.note != self.last_note[0] and time.monotonic() - self.last_note[1] > 60):
+            self.last_note = (p.note, time.monotonic())
+            self.line.say(f"aigc batch: {p.note}")
 
     def close(self) -> None:
-        if self.tty and self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.line.close()
 
 
 def _eta(p) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, TextIO
 
@@ -17,6 +16,7 @@ import typer
 
 from ..errors import BackendUnavailable
 from .app import JsonOpt, app
+from .io import ProgressLine
 
 eval_app = typer.Typer(
     help="Evaluate generated content: compare models, backends, templates and fine-tunes on your own data, "
@@ -43,37 +43,22 @@ class _Progress:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self.tty = stream.isatty()
         self.label = ""
-        self.step = -1
-        self.last = 0.0
+        self.line = ProgressLine(stream)
 
     def __call__(self, label: str, p) -> None:
         if label != self.label:
             self.close()
-            self.label, self.step = label, -1
+            self.label, self.line = label, ProgressLine(self.stream, tty=self.line.tty)
         if not p.todo:
             return
-        if self.tty:
-            now = time.monotonic()
-            if now - self.last < 0.1 and p.finished < p.todo:
-                return
-            self.last = now
-            filled = 24 * p.finished // p.todo
-            line = f"{label[:28]:<28} [{'#' * filled}{'-' * (24 - filled)}] {p.finished}/{p.todo}  {p.elapsed_s:.0f}s"
-            self.stream.write("\r" + line[:118].ljust(118))
-            self.stream.flush()
-            return
-        step = 10 * p.finished // p.todo
-        if step != self.step:
-            self.step = step
-            self.stream.write(f"aigc eval: {label}: {p.finished}/{p.todo} done after {p.elapsed_s:.0f}s\n")
-            self.stream.flush()
+        if self.line.tty:
+            self.line.draw(p.finished, p.todo, f"{p.finished}/{p.todo}  {p.elapsed_s:.0f}s", prefix=f"{label[:28]:<28} ")
+        elif self.line.new_tenth(p.finished, p.todo):
+            self.line.say(f"aigc eval: {label}: {p.finished}/{p.todo} done after {p.elapsed_s:.0f}s")
 
     def close(self) -> None:
-        if self.tty and self.label:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.line.close()
 
 
 def _write(report: dict, output: Path | None) -> None:

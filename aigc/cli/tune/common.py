@@ -8,6 +8,7 @@ from typing import Annotated, TextIO
 import typer
 
 from ..app import app
+from ..io import ProgressLine
 
 tune_app = typer.Typer(
     help="Fine-tune on your own data: locally (the default) or with OpenAI's fine-tuning API. See docs/tune.md.",
@@ -40,46 +41,26 @@ class TrainPrinter:
     """A one-line bar on a terminal (step, loss, ETA); elsewhere a plain line per tenth of the steps."""
 
     def __init__(self, stream: TextIO, *, tty: bool | None = None) -> None:
-        self.stream = stream
-        self.tty = stream.isatty() if tty is None else tty
-        self.drawn = False
-        self.last_tenth = -1
+        self.line = ProgressLine(stream, tty=tty, width=100, every=0.0)
         self.last_note = ""
 
     def __call__(self, p) -> None:
         if p.phase != "training":
-            self._end_bar()
+            self.line.end_bar()
             if p.note and p.note != self.last_note:
                 self.last_note = p.note
-                self.stream.write(f"aigc tune: {p.note}\n")
-            self.stream.flush()
+                self.line.say(f"aigc tune: {p.note}")
             return
         loss = "-" if p.loss is None else f"{p.loss:.4f}"
         rate = "" if p.tokens_per_s is None else f"  {p.tokens_per_s:,.0f} tok/s"
-        if self.tty:
-            width = 24
-            filled = int(width * p.step / p.max_steps) if p.max_steps else 0
-            line = (f"[{'#' * filled}{'-' * (width - filled)}] step {p.step}/{p.max_steps}  loss {loss}  "
-                    f"eta {_clock(p.eta_s)}{rate}")
-            self.stream.write("\r" + line.ljust(100))
-            self.drawn = True
-        else:
-            tenth = 10 * p.step // p.max_steps if p.max_steps else 10
-            if tenth == self.last_tenth:
-                return
-            self.last_tenth = tenth
-            self.stream.write(f"aigc tune: step {p.step}/{p.max_steps} loss {loss} elapsed "
-                              f"{_clock(p.elapsed_s)} eta {_clock(p.eta_s)}{rate}\n")
-        self.stream.flush()
-
-    def _end_bar(self) -> None:
-        if self.drawn:
-            self.stream.write("\n")
-            self.drawn = False
+        if self.line.tty:
+            self.line.draw(p.step, p.max_steps, f"step {p.step}/{p.max_steps}  loss {loss}  eta {_clock(p.eta_s)}{rate}")
+        elif self.line.new_tenth(p.step, p.max_steps):
+            self.line.say(f"aigc tune: step {p.step}/{p.max_steps} loss {loss} elapsed {_clock(p.elapsed_s)} "
+                          f"eta {_clock(p.eta_s)}{rate}")
 
     def close(self) -> None:
-        self._end_bar()
-        self.stream.flush()
+        self.line.close()
 
 
 def show_problems(report, limit: int | None = 50) -> None:
