@@ -10,6 +10,7 @@ server not verified to enforce the schema the schema is always in the prompt too
 
 from __future__ import annotations
 
+import abc
 import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,8 +89,9 @@ class ServerBase(BaseBackend):
 
     # -- the SDK client used for probes (OpenAIBackend provides it) ------------------------------------
     @property
-    def client(self) -> Any:  # pragma: no cover - OpenAIBackend overrides it
-        raise NotImplementedError
+    @abc.abstractmethod
+    def client(self) -> Any:
+        """The SDK's sync client."""
 
     def translate(self, e: BaseException) -> errors.AigcError:
         """An SDK exception as aigc's error, the secrets scrubbed. Raise it outside the ``except`` block that
