@@ -105,6 +105,41 @@ class _Scorer(ABC):
         return [self.columns(hypotheses) for hypotheses in candidates]
 
 
+class _Chunked(_Scorer):
+    """A scorer slow per item: the items are split over processes, every candidate's samples in one pass."""
+
+    refs: References
+
+    def columns(self, hypotheses: list[list[str]]) -> list[Column]:
+        return self.columns_all([hypotheses])[0]
+
+    def columns_all(self, candidates: list[list[list[str]]], workers: Workers | None = None) -> list[list[Column]]:
+        if workers is None:
+            with Workers() as own:
+                return self.columns_all(candidates, own)
+        systems = [h for hypotheses in candidates for h in hypotheses]
+        n = self.refs.n
+        parts = workers.run_chunked(self._scoring(), n, lambda a, b: self._share(a, b, [s[a:b] for s in systems]),
+                                    work=n * len(systems))
+        return [self._columns(per_sample) for per_sample in _split(candidates, self._per_system(parts, len(systems)))]
+
+    @abstractmethod
+    def _scoring(self) -> Callable[..., Any]:
+        """The function scoring one share of the items (run in a worker process)."""
+
+    @abstractmethod
+    def _share(self, a: int, b: int, systems: list[list[str]]) -> tuple:
+        """Its arguments for items ``a`` to ``b`` (``systems`` already cut to them)."""
+
+    @abstractmethod
+    def _per_system(self, parts: list[Any], count: int) -> list[np.ndarray]:
+        """The shares' results joined, one entry per system."""
+
+    @abstractmethod
+    def _columns(self, per_sample: list[np.ndarray]) -> list[Column]:
+        """One candidate's columns from its samples' entries."""
+
+
 def _split(candidates: list[list[list[str]]], joined: list[np.ndarray]) -> list[list[np.ndarray]]:
     """Per candidate, the entries of ``joined`` (one per candidate and sample, in order)."""
     out, k = [], 0
@@ -116,7 +151,7 @@ def _split(candidates: list[list[list[str]]], joined: list[np.ndarray]) -> list[
 
 # -- sacrebleu ----------------------------------------------------------------------------------------
 
-class _Sacre(_Scorer):
+class _Sacre(_Chunked):
     def __init__(self, name: str, refs: References) -> None:
         from .sacre import SacreMetric, bleu_tokenizer
 
@@ -124,21 +159,16 @@ class _Sacre(_Scorer):
         self.tokenize = bleu_tokenizer(set(refs.languages))
         self.metric = SacreMetric(name, refs.texts, tokenize=self.tokenize)
 
-    def columns_all(self, candidates: list[list[list[str]]], workers: Workers | None = None) -> list[list[Column]]:
+    def _scoring(self) -> Callable[..., Any]:
         from .sacre import system_stats
 
-        if workers is None:
-            with Workers() as own:
-                return self.columns_all(candidates, own)
-        systems = [h for hypotheses in candidates for h in hypotheses]
-        n = self.refs.n
-        parts = workers.run_chunked(system_stats, n, lambda a, b: (
-            self.name, self.tokenize, self.refs.texts[a:b], [s[a:b] for s in systems]), work=n * len(systems))
-        joined = [np.concatenate([part[k] for part in parts]) for k in range(len(systems))]
-        return [self._columns(per_sample) for per_sample in _split(candidates, joined)]
+        return system_stats
 
-    def columns(self, hypotheses: list[list[str]]) -> list[Column]:
-        return self.columns_all([hypotheses])[0]
+    def _share(self, a: int, b: int, systems: list[list[str]]) -> tuple:
+        return self.name, self.tokenize, self.refs.texts[a:b], systems
+
+    def _per_system(self, parts: list[Any], count: int) -> list[np.ndarray]:
+        return [np.concatenate([part[k] for part in parts]) for k in range(count)]
 
     def _columns(self, per_sample: list[np.ndarray]) -> list[Column]:
         stats = np.sum(per_sample, axis=0)
@@ -175,7 +205,7 @@ def rouge_scores(languages: list[str | None], references: list[list[str]], syste
     return out
 
 
-class _Rouge(_Scorer):
+class _Rouge(_Chunked):
     def __init__(self, refs: References) -> None:
         self.refs = refs
         self.groups: dict[str, list[int]] = {}
@@ -183,25 +213,20 @@ class _Rouge(_Scorer):
             self.groups.setdefault(rouge_tokenizer_for(lang), []).append(i)
         self.langs = {name: sorted({refs.languages[i] or "?" for i in idx}) for name, idx in self.groups.items()}
 
-    def columns_all(self, candidates: list[list[list[str]]], workers: Workers | None = None) -> list[list[Column]]:
-        if workers is None:
-            with Workers() as own:
-                return self.columns_all(candidates, own)
-        systems = [h for hypotheses in candidates for h in hypotheses]
-        n = self.refs.n
-        parts = workers.run_chunked(rouge_scores, n, lambda a, b: (
-            self.refs.languages[a:b], self.refs.texts[a:b], [s[a:b] for s in systems]), work=n * len(systems))
-        scores = np.concatenate(parts, axis=2)  # types × systems × items
-        titles = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
-        out, k = [], 0
-        for hypotheses in candidates:
-            mine = scores[:, k:k + len(hypotheses), :]
-            k += len(hypotheses)
-            out.append([Column(kind, titles[kind], mine[t]) for t, kind in enumerate(ROUGE_TYPES)])
-        return out
+    def _scoring(self) -> Callable[..., Any]:
+        return rouge_scores
 
-    def columns(self, hypotheses: list[list[str]]) -> list[Column]:
-        return self.columns_all([hypotheses])[0]
+    def _share(self, a: int, b: int, systems: list[list[str]]) -> tuple:
+        return self.refs.languages[a:b], self.refs.texts[a:b], systems
+
+    def _per_system(self, parts: list[Any], count: int) -> list[np.ndarray]:
+        scores = np.concatenate(parts, axis=2)  # types × systems × items
+        return [scores[:, k, :] for k in range(count)]
+
+    def _columns(self, per_sample: list[np.ndarray]) -> list[Column]:
+        mine = np.stack(per_sample, axis=1)  # types × samples × items
+        titles = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
+        return [Column(kind, titles[kind], mine[t]) for t, kind in enumerate(ROUGE_TYPES)]
 
     def signature(self) -> str:
         from importlib.metadata import version
