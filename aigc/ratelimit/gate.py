@@ -76,7 +76,7 @@ class RateGate:
         self._lock = threading.Lock()
         self._base_guard = self._guard = guard
         self._limits: dict[str, Limit] = {}
-        self._boost, self._pinned, self._raise = 1.0, False, RAISE
+        self._boost, self._raise = 1.0, RAISE
         # Until a request beyond the plain share has been answered without a 429, only one such goes at a time.
         self._confirmed = False
         self._trial: Slot | None = None
@@ -86,7 +86,7 @@ class RateGate:
         self.rpm: float | None = None
         self.tpm: float | None = None
         self._set_limits(rpm, tpm)
-        self._raised = self._last_429 = float("-inf")
+        self._raised = float("-inf")
         self._probing, self._silent, self._heard = 0, 0, False
         self._rtt = 0.0  # a moving average of how long an attempt takes, from its slot to its answer
         self._cool_until = 0.0
@@ -104,7 +104,7 @@ class RateGate:
                 self._limits.pop(name, None)
             elif current is None or current.per_minute != value:
                 # a new limit starts from what was already sent: the server counted it
-                self._limits[name] = Limit(value, tokens, sent=list(self._recent))
+                self._limits[name] = Limit(value, tokens, sent=self._recent)
         self.rpm, self.tpm = rpm, tpm
         for limit in self._limits.values():
             limit.fit(self._guard, self._boost)
@@ -279,8 +279,8 @@ class RateGate:
         now = self._clock()
         if min(left) < LOW and self._boost > 1:
             self._boost = max(1.0, self._boost * LOWER)
-        elif (min(left) > HIGH and not self._pinned and now - self._raised >= max(RAISE_EVERY, 1.5 * self._rtt)
-              and now - self._last_429 > 2 * RAISE_EVERY):
+        elif min(left) > HIGH and not self.penalties and now - self._raised >= max(RAISE_EVERY, 1.5 * self._rtt):
+            # (after any 429 the pace stays at one share: the server counts over short windows)
             self._boost, self._raised = min(MAX_BOOST, self._boost * self._raise), now
             self._raise = min(MAX_RAISE, self._raise + STEP)
         else:
@@ -312,13 +312,11 @@ class RateGate:
             self._cool_until = max(self._cool_until, now + pause)
             if slot is not None and slot.gate is self and slot.epoch < self._epoch:
                 return
-            self._last_429 = now
             self._epoch += 1  # slots booked ahead before now are void: their holders queue again
             if self._boost > 1:  # the pace had outrun the server's windows: back to one share, for good
                 self._boost = 1.0
             else:  # at the plain pace: we counted it earlier than the server did by about its Retry-After
                 self._guard = min(MAX_GUARD_S, self._guard + min(WIDEN, 2 * pause + 0.002))
-            self._pinned = True
             self._set_guard(self._guard)
 
     def _set_guard(self, guard: float) -> None:

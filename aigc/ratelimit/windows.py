@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import InitVar, dataclass, field
 
 __all__ = ["Window", "Limit", "share"]
 
@@ -86,20 +87,19 @@ class Limit:
 
     per_minute: float
     tokens: bool
-    sent: list[tuple[float, int]] = field(default_factory=list)  # (time, tokens) already sent, to count
+    sent: InitVar[Iterable[tuple[float, int]]] = ()  # (time, tokens) of requests already sent: counted
     share: Window = field(init=False)
     minute: Window = field(init=False)
     span: float = field(init=False)
     base: float = field(init=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, sent: Iterable[tuple[float, int]]) -> None:
         self.span, self.base = share(self.per_minute)
         self.share = Window(self.base, self.span)
         self.minute = Window(self.per_minute, 60.0)
-        for when, tokens in self.sent:
+        for when, tokens in sent:
             self.share.add(when, tokens if self.tokens else 1)
             self.minute.add(when, tokens if self.tokens else 1)
-        self.sent = []
 
     def fit(self, guard: float, boost: float) -> None:
         self.share.seconds, self.share.capacity = self.span + guard, self.base * boost
