@@ -14,11 +14,10 @@ from typing import Any
 from ..db import Database
 from ..errors import InputError
 from .store import now, open_store
-from .types import HostedJob
+from .types import TERMINAL, HostedJob
 
 __all__ = ["Journal", "TERMINAL"]
 
-TERMINAL = ("succeeded", "failed", "cancelled")
 _FIELDS = set(HostedJob.model_fields) - {"reattached", "checkpoints", "provider"}
 
 

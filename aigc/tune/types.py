@@ -15,6 +15,8 @@ __all__ = [
 ]
 
 Severity = Literal["error", "warning"]
+# The states a run does not leave.
+TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 class Problem(BaseModel):
@@ -161,12 +163,8 @@ class HostedJob(BaseModel):
     reattached: bool = Field(False, description="this call took over a job an earlier, interrupted call began")
 
     @property
-    def finished_ok(self) -> bool:
-        return self.state == "succeeded"
-
-    @property
     def terminal(self) -> bool:
-        return self.state in ("succeeded", "failed", "cancelled")
+        return self.state in TERMINAL
 
 
 class Alias(BaseModel):
