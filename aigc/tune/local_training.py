@@ -19,7 +19,6 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +28,7 @@ from ..textio import write_atomic
 from .card import read_card, write_card
 from .checkpoints import latest_complete, remove_incomplete
 from .data import file_sha256, read_examples
+from .store import now
 from .types import LocalResult, TrainingDataInvalid, TrainProgress
 from .validation import default_epochs, default_max_length, validate
 
@@ -172,7 +172,7 @@ def local(
             train_tokens=counter.tokens, train_seconds=round(seconds, 2),
             tokens_per_s=round(counter.tokens / seconds, 1) if counter.tokens and seconds else None,
             resumed_from_step=resume[0] if resume else None, device=device, dtype=str(dtype).split(".")[-1],
-            saved_dtype=str(dtype).split(".")[-1], created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            saved_dtype=str(dtype).split(".")[-1], created=now())
         card = {**result.model_dump(), "fingerprint": fingerprint, "data_path": str(path.resolve()),
                 "base_location": base.location, "identity": identity, "pad_token": tokenizer.pad_token,
                 "end_token_ids": ends, "losses": losses}
