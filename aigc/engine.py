@@ -172,8 +172,7 @@ class EngineBase:
         or a dropped connection keeps its place: the server may well have counted it."""
         gate = self.accounting.gate
         if gate is not None and isinstance(error, RateLimited):
-            gate.penalize(error.retry_after)  # before the refund, which forgets the caller's slot
-            gate.refund()
+            gate.rate_limited(error.retry_after)
             if error.limits:
                 gate.observe(error.limits)
 

@@ -288,6 +288,14 @@ class RateGate:
         for limit in self._limits.values():
             limit.fit(self._guard, self._boost)
 
+    def rate_limited(self, retry_after: float | None) -> None:
+        """The caller's last attempt was answered 429: it was not counted (its places go back), and everyone
+        cools down (:meth:`penalize`)."""
+        slot = _LAST.get()
+        self.penalize(retry_after, slot)
+        self.refund(slot)
+        _LAST.set(None)
+
     def refund(self, slot: Slot | None = None) -> None:
         """The attempt never counted at the server (it was refused before being admitted, e.g. a 429 for
         the request itself): give its places back. Without a slot, the caller's last one."""
