@@ -75,13 +75,15 @@ class FineTuningAPI:
     def _call(self, fn: Callable[[float | None], Any]) -> Any:
         import openai
 
+        from ..backends.openai.errors import is_transport_error
+
         def attempt(timeout: float | None) -> Any:
             try:
                 return fn(timeout)
             except openai.OpenAIError as e:
                 raise self._translate(e) from None
             except Exception as e:
-                if type(e).__module__.split(".")[0] in ("httpx", "httpx2"):
+                if is_transport_error(e):
                     raise self._translate(e) from None
                 raise
 

@@ -75,9 +75,8 @@ def wrap_model(model: Any, config: TrainConfig) -> Any:
 class _Report:
     """A TrainerCallback (built in :func:`build_trainer`) body: progress, checkpoint markers, token counts."""
 
-    def __init__(self, progress: Callable[[TrainProgress], None] | None, checkpoints: Path) -> None:
+    def __init__(self, progress: Callable[[TrainProgress], None] | None) -> None:
         self.progress = progress
-        self.checkpoints = checkpoints
         self.loss: float | None = None
         self.started = time.perf_counter()
         self.first_step: int | None = None
@@ -107,7 +106,7 @@ def build_trainer(model: Any, train: list[Encoded], config: TrainConfig, run_dir
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    report = _Report(progress, run_dir / "checkpoints")
+    report = _Report(progress)
 
     class Callback(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):

@@ -57,19 +57,19 @@ def resolve_target(model: str | None, table: ModelTable) -> tuple[Literal["local
 
 def hosted_counts(example: Example, info: ModelInfo) -> tuple[int, int]:
     """(tokens billed for the example, tokens of its learned assistant turns), as the service counts them."""
-    from ..tokens import encoding_for
+    from ..tokens import REPLY_PRIMER, TOKENS_PER_MESSAGE, TOKENS_PER_NAME, encoding_for
 
     enc = encoding_for(info)
-    total, learned = 3, 0
+    total, learned = REPLY_PRIMER, 0
     for m in example.messages:
         text = text_of(m.get("content"))
         n = len(enc.encode_ordinary(text))
         calls = m.get("tool_calls") or m.get("function_call")
         if calls:
             n += len(enc.encode_ordinary(json.dumps(calls, ensure_ascii=False)))
-        total += 3 + len(enc.encode_ordinary(m["role"])) + n
+        total += TOKENS_PER_MESSAGE + len(enc.encode_ordinary(m["role"])) + n
         if m.get("name"):
-            total += 1 + len(enc.encode_ordinary(str(m["name"])))
+            total += TOKENS_PER_NAME + len(enc.encode_ordinary(str(m["name"])))
         if m["role"] == "assistant" and m.get("weight", 1) == 1:
             learned += n
     return total, learned
