@@ -454,3 +454,15 @@ def test_the_serve_command_end_to_end(isolated_env):
         child.wait()
         child.stdout.close()
         child.stderr.close()
+
+
+def test_knowledge_counts_with_the_backend_when_it_has_no_tokenizer_object():
+    import aigc
+    from aigc.serve import Core
+
+    class NoTokenizer(FakeBackend):
+        def text_counter(self, model: str):
+            return None  # as the local backend: count through count_text
+
+    core = Core(aigc.AsyncClient(backend=NoTokenizer(load_settings({"backend": "fake"})), ledger=False))
+    assert core.text_counter()("Our team meetings happen every Monday.") > 0

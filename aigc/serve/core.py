@@ -104,8 +104,7 @@ class Core:
 
     def text_counter(self) -> Any:
         """A token counter for passage selection (the backend's own when it has one)."""
-        counter = getattr(self.backend, "text_counter", None)
-        return counter(self.model) if counter is not None else (lambda text: self.count_text(text))
+        return self.backend.text_counter(self.model) or self.count_text
 
     # -- sending --------------------------------------------------------------------------------------------
 
