@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .chunking import split
-from .chunking.relevance import bm25_scores, terms
+from .chunking.relevance import BM25, terms
 from .errors import InputError
 from .textio import decode_text
 
@@ -61,6 +61,7 @@ class Knowledge:
     def __init__(self, passages: list[Passage], paths: list[str]) -> None:
         self.passages = passages
         self.paths = paths
+        self._index: BM25 | None = None
 
     @classmethod
     def load(cls, paths: list[str | Path], counter: Any, *, passage_tokens: int = 200) -> Knowledge:
@@ -87,7 +88,9 @@ class Knowledge:
         query = content_terms(question)
         if not query or not self.passages:
             return []
-        scores = bm25_scores([p.text for p in self.passages], " ".join(query))
+        if self._index is None:
+            self._index = BM25([p.text for p in self.passages])
+        scores = self._index.scores(query)  # the terms are folded already: not again
         chosen, room = [], room_tokens
         for i in sorted(range(len(scores)), key=lambda k: (-scores[k], k)):
             if scores[i] <= 0:

@@ -131,6 +131,14 @@ def test_the_support_persona_answers_from_its_knowledge_and_refuses_the_rest(faq
 
 
 @pytest.mark.local
+def test_knowledge_finds_a_passage_whose_word_the_question_inflects_the_same_way():
+    from aigc.knowledge import Knowledge, Passage
+
+    library = Knowledge([Passage("faq.md#1", "Our team meetings happen every Monday."),
+                         Passage("faq.md#2", "The office closes at six.")], [])
+    assert [p.source for p in library.select("When are the meetings?", 500, len)] == ["faq.md#1"]
+
+
 def test_the_support_persona_on_the_local_model(faq):
     with aigc.Client(backend="local", temperature=0, max_output_tokens=24, ledger=False) as client:
         conv = client.conversation("support", knowledge=[faq])

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter as _Bag
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .packing import _sizer
 
-__all__ = ["select_relevant", "bm25_scores", "terms"]
+__all__ = ["select_relevant", "bm25_scores", "BM25", "terms"]
 
 # ---------------------------------------------------------------------------------------------------------
 # Relevance
@@ -39,22 +39,32 @@ def terms(text: str) -> list[str]:
 
 def bm25_scores(chunks: Sequence[str], question: str) -> list[float]:
     """Each chunk's BM25 score (k1=1.5, b=0.75) for the terms of ``question``; 0.0 shares no term."""
-    docs = [_Bag(terms(c)) for c in chunks]
-    lengths = [sum(d.values()) for d in docs]
-    avg = (sum(lengths) / len(docs) if docs else 0.0) or 1.0
-    query = set(terms(question))
-    df = {t: sum(1 for d in docs if t in d) for t in query}
-    k1, b = 1.5, 0.75
-    scores = []
-    for d, length in zip(docs, lengths, strict=True):
-        score = 0.0
-        for t in query:
-            tf = d.get(t, 0)
-            if tf:
-                idf = math.log(1 + (len(docs) - df[t] + 0.5) / (df[t] + 0.5))
-                score += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avg))
-        scores.append(score)
-    return scores
+    return BM25(chunks).scores(terms(question))
+
+
+class BM25:
+    """Chunks indexed once for BM25 (k1=1.5, b=0.75), to score many queries."""
+
+    def __init__(self, chunks: Sequence[str]) -> None:
+        self.docs = [_Bag(terms(c)) for c in chunks]
+        self.lengths = [sum(d.values()) for d in self.docs]
+        self.avg = (sum(self.lengths) / len(self.docs) if self.docs else 0.0) or 1.0
+
+    def scores(self, query_terms: Iterable[str]) -> list[float]:
+        """Each chunk's score for terms already folded by :func:`terms`; 0.0 shares none."""
+        query = set(query_terms)
+        df = {t: sum(1 for d in self.docs if t in d) for t in query}
+        k1, b, n = 1.5, 0.75, len(self.docs)
+        scores = []
+        for d, length in zip(self.docs, self.lengths, strict=True):
+            score = 0.0
+            for t in query:
+                tf = d.get(t, 0)
+                if tf:
+                    idf = math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
+                    score += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / self.avg))
+            scores.append(score)
+        return scores
 
 
 def select_relevant(chunks: Sequence[str], question: str, room_tokens: int, counter: Any, *,
