@@ -82,13 +82,6 @@ def _section(name: str, values: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _budget_key() -> str:
-    """The batch job file's name for a token cap (``max_tokens`` until the core rename lands)."""
-    from ..batch.job import BudgetSpec
-
-    return "max_total_tokens" if "max_total_tokens" in BudgetSpec.model_fields else "max_tokens"
-
-
 def _write_if_changed(path: Path, text: str) -> None:
     try:
         if path.read_text(encoding="utf-8") == text:
@@ -113,9 +106,8 @@ def write_job(spec: JobSpec) -> Path:
         body += "\n" + _section("vars", spec.vars)
     body += "\n" + _section("model", spec.model)
     body += "\n" + _section("limits", spec.limits)
-    budget = {("max_cost_usd" if k == "max_cost_usd" else _budget_key()): v for k, v in spec.budget.items()}
-    if any(v is not None for v in budget.values()):
-        body += "\n" + _section("budget", budget)
+    if any(v is not None for v in spec.budget.values()):
+        body += "\n" + _section("budget", spec.budget)
     _write_if_changed(spec.path, body)
     return spec.path
 

@@ -19,7 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..batch.report import EXIT_BUDGET, EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from ..errors import ConfigError
+from ..redact import redact_url
 from ..textio import write_atomic
 from .checks import CheckSettings, language_code
 from .jobs import (
@@ -40,16 +42,10 @@ from .text import detect_language, script_language
 __all__ = ["Evaluation", "REPORT_FORMAT", "save_report", "clean"]
 
 REPORT_FORMAT = 1
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUDGET = 0, 1, 2, 3
 
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
-
-
-def _public_url(url: str | None) -> str | None:
-    """A server URL without credentials in it (``https://user:key@host`` → ``https://host``)."""
-    return re.sub(r"//[^/@]*@", "//", url) if url else url
 
 
 def item_language(record_language: str | None, reference: str) -> str | None:
@@ -207,7 +203,7 @@ class Evaluation:
             name, digest = template_source(spec.path)
             count = self.samples_of[c.name]
             served = sorted({o.model for s_ in range(count) for o in outputs[c.name, s_].values() if o.model})
-            info = {"backend": c.backend, "model": c.model, "base_url": _public_url(c.base_url), "task": c.task,
+            info = {"backend": c.backend, "model": c.model, "base_url": redact_url(c.base_url), "task": c.task,
                     "template": name, "template_sha256": digest, "params": c.params, "vars": c.vars,
                     "model_snapshot": {"served": served, "fingerprint": model_fingerprint(c.model)}}
             rows = [[outputs[c.name, sample][r.id] for r in complete] for sample in range(count)]

@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..specfile import read_spec
+from ..textio import decode_text
 
 __all__ = ["Suite", "Candidate", "JudgeSpec", "Record", "load_suite", "DEFAULT_METRICS", "INPUT_FIELDS"]
 
@@ -133,10 +134,6 @@ class Candidate:
     vars: dict[str, Any]
     params: dict[str, Any]  # temperature, max_output_tokens, timeout, deadline, max_attempts
     limits: LimitsSpec
-
-    def describe(self) -> str:
-        what = self.template or self.task
-        return f"{self.backend or 'default backend'}/{self.model or 'default model'} ({what})"
 
 
 @dataclass
@@ -276,7 +273,11 @@ def _read_records(where: str, data_path: Path, fields: FieldsSpec,
     records: list[Record] = []
     seen: set[str] = set()
     name = data_path.name
-    for number, line in enumerate(raw.decode("utf-8-sig", errors="strict").splitlines(), 1):
+    try:
+        text = decode_text(raw, name) if raw.strip() else ""  # empty: "has no records", below
+    except InputError as e:
+        raise ConfigError(f"{where}: data: {e}") from None
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
