@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx2
 
+from .backends.openai.discovery import server_root
+
 __all__ = ["Upstream", "Upstreams", "BalancingTransport", "AsyncBalancingTransport", "balanced_clients"]
 
 _FAILING = {502, 503, 504}
@@ -39,8 +41,7 @@ class Upstream:
 
     @property
     def health_url(self) -> str:
-        root = self.base_url.rstrip("/")
-        return (root[: -len("/v1")] if root.endswith("/v1") else root) + "/health"
+        return server_root(self.base_url) + "/health"
 
 
 class Upstreams:

@@ -112,7 +112,7 @@ class ClientBase(CallPlanner, ABC):
 
     @property
     def model(self) -> str:
-        return self.settings.model or self.backend.default_model
+        return self.engine.model
 
     @property
     def accounting(self) -> Accounting:
