@@ -281,3 +281,14 @@ def test_an_alias_named_per_call_is_resolved_too(server, tmp_path):
         assert server.requests[-1].body["model"] == "ft:gpt-4o-mini-2024-07-18:acme:news:abc123"
         with pytest.raises(aigc.ConfigError, match="alias of the local model"):
             client.summarize("The council met.", model="mine")
+
+
+def test_a_changed_alias_is_seen_at_once_by_a_running_process(tmp_path):
+    from aigc.tune.aliases import remove_alias, resolve, set_alias
+
+    set_alias("house", "gpt-4o-mini", data_dir=tmp_path)
+    assert resolve("house", tmp_path).model == "gpt-4o-mini"
+    set_alias("house", "gpt-4o", data_dir=tmp_path)  # as `aigc tune alias` run beside a server would
+    assert resolve("house", tmp_path).model == "gpt-4o"
+    remove_alias("house", data_dir=tmp_path)
+    assert resolve("house", tmp_path) is None

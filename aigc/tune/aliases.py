@@ -39,12 +39,36 @@ def _row(row: Any) -> Alias:
 
 
 def resolve(name: str, data_dir: Path | str) -> Alias | None:
-    """The alias called ``name``, or None (also when no alias store exists yet)."""
+    """The alias called ``name``, or None (also when no alias store exists yet). Answers are remembered
+    until the store changes (its file or its write-ahead log), so a request naming a model costs a stat,
+    not a query."""
     if not name or not _NAME.fullmatch(name):
         return None
     path = Path(data_dir) / STORE_FILE
-    if not path.is_file():
+    try:
+        stamp = tuple((s.st_mtime_ns, s.st_size) for s in (path.stat(), *_wal_stat(path)))
+    except OSError:
         return None
+    known = _RESOLVED.get(str(path))
+    if known is None or known[0] != stamp:
+        known = _RESOLVED[str(path)] = (stamp, {})
+    if name not in known[1]:
+        known[1][name] = _lookup(path, name)
+    return known[1][name]
+
+
+# store path -> (its stamp, {name: alias or None})
+_RESOLVED: dict[str, tuple[tuple, dict[str, Alias | None]]] = {}
+
+
+def _wal_stat(path: Path) -> list[Any]:
+    try:
+        return [Path(f"{path}-wal").stat()]
+    except OSError:
+        return []
+
+
+def _lookup(path: Path, name: str) -> Alias | None:
     import sqlite3
 
     try:
