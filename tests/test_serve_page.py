@@ -33,7 +33,7 @@ def test_a_person_chats_and_sees_the_reply_stream_in_with_its_tokens(browser, tm
     fake = SlowFake(delay=0.08)
     fake.enqueue("We open at 9 in the morning and close at 18, from Monday to Saturday. Anything else?")
     knowledge = Knowledge([faq], fake.text_counter("fake-model"))
-    options = ServeOptions(system_prompt="You are the friendly assistant of the Corner Shop.", knowledge=(faq,))
+    options = ServeOptions(system_prompt="You are the friendly assistant of the Corner Shop.")
     with serving(fake, options, knowledge=knowledge) as server:
         page = browser.new_page(viewport={"width": 1100, "height": 700})
         page.goto(server.url + "/")

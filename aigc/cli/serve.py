@@ -66,15 +66,12 @@ def serve(
     settings = apply_alias(load_settings({"backend": backend, "model": model, "base_url": base_url,
                                           "device": device, "dtype": dtype}))
     keys = open_keys(settings.data_dir, host, allow_no_auth=allow_no_auth, keys_file=keys_file)
-    extra = {"max_batch": max_batch} if settings.resolved_backend() == "local" else {}
-    client = aigc.AsyncClient(backend=build_backend(settings, **extra), settings=settings,
+    client = aigc.AsyncClient(backend=build_backend(settings, max_batch=max_batch), settings=settings,
                               concurrency=max_batch, cache=cache or None, rpm=rpm, tpm=tpm)
     core = Core(client)
     grounding = Knowledge(list(knowledge), core.text_counter()) if knowledge else None
-    options = ServeOptions(host=host, port=port, max_tokens=max_tokens, max_running=max_batch,
-                           max_waiting=max_queue, max_body_bytes=max_body, request_timeout=request_timeout,
-                           drain_timeout=drain_timeout, system_prompt=system_prompt,
-                           knowledge=tuple(knowledge or ()))
+    options = ServeOptions(max_tokens=max_tokens, max_running=max_batch, max_waiting=max_queue,
+                           max_body_bytes=max_body, request_timeout=request_timeout, system_prompt=system_prompt)
     _log_access(access_log)
 
     def started(server: Server) -> None:

@@ -11,6 +11,7 @@ the model is there. Every error leaves through one handler, in OpenAI's error sh
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -69,8 +70,13 @@ async def _info(request: Request) -> Response:
 
 
 async def _page(request: Request) -> Response:
-    html = resources.files("aigc.serve").joinpath("page/chat.html").read_text(encoding="utf-8")
-    return HTMLResponse(html, headers={"cache-control": "no-cache"})
+    return HTMLResponse(_chat_page(), headers={"cache-control": "no-cache"})
+
+
+@functools.cache
+def _chat_page() -> str:
+    """The chat page, read from the package once."""
+    return resources.files("aigc.serve").joinpath("page/chat.html").read_text(encoding="utf-8")
 
 
 async def _error(request: Request, exc: Exception) -> Response:

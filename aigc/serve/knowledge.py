@@ -49,10 +49,6 @@ class Knowledge:
     def names(self) -> list[str]:
         return [f.name for f in self.files]
 
-    @property
-    def passages(self) -> list[str]:
-        return [p.text for p in self.library.passages]
-
     def select(self, question: str) -> list[Passage]:
         return self.library.select(question, self.budget_tokens, self.count)
 

@@ -42,7 +42,6 @@ class Admission:
         self.max_waiting = max_waiting
         self.retry_after_s = retry_after_s
         self.inflight = 0
-        self.rejected = 0
 
     @property
     def limit(self) -> int:
@@ -50,7 +49,6 @@ class Admission:
 
     def enter(self) -> Slot:
         if self.inflight >= self.limit:
-            self.rejected += 1
             raise ApiError(503, f"The server is busy: {self.inflight} requests are running or queued. "
                            "Retry shortly.", type="server_error", code="queue_full", retry_after=self.retry_after_s)
         self.inflight += 1

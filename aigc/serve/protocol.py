@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..types import Message, TokenLogprob
@@ -43,11 +43,9 @@ class ChatParams:
     seed: int | None = None
     stream: bool = False
     include_usage: bool = False
-    response_format: str = "text"  # text, json_object or json_schema
     json_schema: dict[str, Any] | None = None  # {"name", "schema", "strict"} for json_schema/json_object
     knowledge: bool = False  # aigc extension: ground the reply on the server's knowledge files
     logprobs: int | None = None  # None: not asked; else how many alternatives per token (top_logprobs)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_json(raw: bytes) -> Any:
@@ -124,23 +122,24 @@ def _stop(body: dict) -> list[str] | None:
     return [s for s in stops if s] or None
 
 
-def _response_format(body: dict) -> tuple[str, dict | None]:
+def _response_format(body: dict) -> dict | None:
+    """The schema a reply must follow (json_object: any object), or None for text."""
     rf = body.get("response_format")
     if rf is None:
-        return "text", None
+        return None
     kind = rf.get("type") if isinstance(rf, dict) else None
     if kind == "text":
-        return "text", None
+        return None
     if kind == "json_object":
-        return "json_object", {"name": "json_object", "schema": {"type": "object"}, "strict": False}
+        return {"name": "json_object", "schema": {"type": "object"}, "strict": False}
     if kind == "json_schema":
         spec = rf.get("json_schema")
         if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
             raise invalid("Invalid 'response_format.json_schema': expected an object with a 'schema'.",
                           "response_format.json_schema")
         schema = spec.get("schema") or {"type": "object"}
-        return "json_schema", {"name": str(spec.get("name") or "response"), "schema": schema,
-                               "strict": bool(spec.get("strict", False))}
+        return {"name": str(spec.get("name") or "response"), "schema": schema,
+                "strict": bool(spec.get("strict", False))}
     raise invalid(f"Invalid 'response_format.type': {kind!r}; use text, json_object or json_schema.",
                   "response_format.type")
 
@@ -168,12 +167,11 @@ def parse_chat(body: Any) -> ChatParams:
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise invalid("Invalid 'seed': expected an integer.", "seed")
-    kind, schema = _response_format(body)
-    return ChatParams(logprobs=_logprobs(body),
+    return ChatParams(
         messages=_messages(body), model=model or None, temperature=_number(body, "temperature", 0, 2),
         top_p=_number(body, "top_p", 0, 1), max_tokens=max_tokens, stop=_stop(body), seed=seed,
-        stream=bool(stream), include_usage=bool(options.get("include_usage")), response_format=kind,
-        json_schema=schema, knowledge=bool(body.get("knowledge")),
+        stream=bool(stream), include_usage=bool(options.get("include_usage")), json_schema=_response_format(body),
+        knowledge=bool(body.get("knowledge")), logprobs=_logprobs(body),
     )
 
 

@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from .core import Caller, Core
@@ -31,17 +30,13 @@ def is_loopback(host: str) -> bool:
 class ServeOptions:
     """How the server behaves (the CLI's options)."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
     max_tokens: int | None = None  # cap on output tokens per request; None: what the window leaves
     default_max_tokens: int | None = None  # when a request names none (None: up to the cap / window)
     max_running: int = 32  # requests generating at once (the local model's batch)
     max_waiting: int = 64  # requests queued behind them; more get 503
     max_body_bytes: int = 1 << 20
     request_timeout: float = 600.0
-    drain_timeout: float = 30.0
     system_prompt: str | None = None  # the chat page's default persona
-    knowledge: tuple[Path, ...] = field(default_factory=tuple)
     title: str = "aigc chat"
 
 
