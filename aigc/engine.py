@@ -321,6 +321,8 @@ class Engine(EngineBase, Failover, FlowDriver, ProbeRunner):
 
     # -- many requests (failures in place) --------------------------------------------------------------
     def execute_many(self, requests: list[ChatRequest], task: str) -> list[Sent | AigcError]:
+        if not requests:  # a step that only shows text
+            return []
         if len(requests) == 1:
             return [_caught(self.execute, requests[0], task)]
         if self.backend.prefers_batches:
@@ -329,6 +331,8 @@ class Engine(EngineBase, Failover, FlowDriver, ProbeRunner):
             return list(pool.map(lambda r: _caught(self.execute, r, task), requests))
 
     async def aexecute_many(self, requests: list[ChatRequest], task: str) -> list[Sent | AigcError]:
+        if not requests:
+            return []
         if self.backend.prefers_batches and len(requests) > 1:
             return await asyncio.to_thread(self._execute_batch, requests, task)
         return await gather_caught(lambda r: self.aexecute(r, task), requests, self.concurrency)

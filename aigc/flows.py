@@ -7,6 +7,7 @@ requests, concurrently where it can, and sends back the completions in order. Th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Generator
@@ -86,6 +87,11 @@ def wrapped(flow: Flow, *, step: Callable[[Step], Step] | None = None,
             current = flow.send(reply(current, answer) if reply else answer)
     except StopIteration as stop:
         return outcome(stop.value) if outcome else stop.value
+
+
+def silenced(flow: Flow) -> Flow:
+    """``flow`` with nothing of it shown to a streaming caller (no streamed text, emits or trailers)."""
+    return wrapped(flow, step=lambda s: dataclasses.replace(s, streamable=False, emit="", trailer=""))
 
 
 def single(request: ChatRequest) -> Flow:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import ConfigError
-from .flows import Flow, Outcome, Step, wrapped
+from .flows import Flow, Outcome, Step, silenced, wrapped
 from .moderation import ModerationPolicy
 from .pii import PLACEHOLDER, Redactor
 from .probes import LabelScores, Moderation
@@ -80,7 +80,7 @@ def redacted(flow: Flow, redactor: Redactor) -> Flow:
 def moderated(flow: Flow, policy: ModerationPolicy, input_text: str) -> Flow:
     """``flow``, then its input and output checked in one moderation call; a crossed threshold raises
     ContentFlagged. Nothing streams before the check: the text is given out whole once it passes."""
-    held = yield from wrapped(flow, step=lambda s: dataclasses.replace(s, streamable=False, emit="", trailer=""))
+    held = yield from silenced(flow)
     verdicts = yield Step([], probe=Moderation([input_text, held.text]))
     policy.judge(["input", "output"], verdicts)
     yield Step([], emit=held.text)  # what a streaming caller sees, now that it may

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ContextLengthExceeded, InputError
-from ..flows import Flow, Outcome, Step, wrapped
+from ..flows import Flow, Outcome, Step, silenced
 from ..knowledge import Knowledge, Passage, content_terms
 from ..streams import AsyncTextStream, TextStream
 from ..tasks import OPTIONS, get_task
@@ -204,7 +204,7 @@ class ConversationBase:
         flow = self.client.task_flow(task, variables, {"model": opts.get("model"),
                                                        "max_output_tokens": SUMMARY_TOKENS})
         # The summary is for the model, not the reader: none of it streams.
-        return wrapped(flow, step=lambda s: dataclasses.replace(s, streamable=False, emit="", trailer=""))
+        return silenced(flow)
 
     # -- recording --------------------------------------------------------------------------------------
     def record_turn(self, plan: _Plan, result: Result) -> Turn:
