@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .plots import distributions, primary_metric, quality_vs_cost
-from .table import fmt_score, fmt_usd
+from .table import fmt_pct, fmt_score, fmt_seconds, fmt_usd, metric_columns
 
 __all__ = ["render_html"]
 
@@ -29,13 +29,10 @@ def render_html(report: dict[str, Any]) -> str:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["score"] = fmt_score
     env.filters["usd"] = fmt_usd
-    env.filters["pct"] = lambda v: "-" if v is None else f"{100 * v:.0f}%"
-    env.filters["secs"] = lambda v: "-" if v is None else f"{v:.2f}s"
+    env.filters["pct"] = fmt_pct
+    env.filters["secs"] = fmt_seconds
     env.filters["pval"] = lambda v: "-" if v is None else f"{v:.3g}"
-    columns: list[str] = []
-    for c in report["candidates"]:
-        columns += [n for n in c["scores"] if n not in columns]
-    titles = {n: next(c["scores"][n]["title"] for c in report["candidates"] if n in c["scores"]) for n in columns}
+    columns, titles = metric_columns(report)
     primary = primary_metric(report)
     items_json = json.dumps([
         {"id": row["id"], "scores": {name: cand["scores"].get(primary) for name, cand in row["candidates"].items()}}

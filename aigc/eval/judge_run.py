@@ -21,7 +21,7 @@ from .judge import (
     pointwise_length_bias,
     same_family_warnings,
 )
-from .stats import holm
+from .stats import set_holm
 from .suite import Record, Suite
 from .text import word_count
 
@@ -156,9 +156,7 @@ class JudgeStage:
             out["length_correlation"] = pointwise_length_bias(grades, lengths)
             return out
         rows = [p.to_dict() for p in self.pairs]
-        adjusted = holm([r["p_value"] for r in rows]) if len(rows) > 1 else [r["p_value"] for r in rows]
-        for row, p in zip(rows, adjusted, strict=True):
-            row["p_holm"] = p
+        set_holm(rows)
         out["pairs"] = rows
         out["per_item"] = {f"{p.a} vs {p.b}": p.per_item for p in self.pairs}
         return out

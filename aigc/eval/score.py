@@ -17,7 +17,7 @@ from .checks import CheckSettings, check_columns
 from .jobs import Output
 from .metrics import METRICS, Column, References
 from .parallel import PARALLEL_MIN, Workers
-from .stats import Resampler, holm, interval, mcnemar_p, paired_p, percentile
+from .stats import Resampler, interval, mcnemar_p, paired_p, percentile, set_holm
 
 __all__ = ["Item", "CandidateOutputs", "Scoring", "score"]
 
@@ -163,10 +163,9 @@ def _compare(s: Scoring, candidates: list[dict], columns_of: dict, resampled_of:
             found.append(row)
     for metric in {r["metric"] for r in found}:
         rows = [r for r in found if r["metric"] == metric]
-        adjusted = holm([r["p_value"] for r in rows]) if len(rows) > 1 else [r["p_value"] for r in rows]
-        for row, p in zip(rows, adjusted, strict=True):
-            row["p_holm"] = p
-            row["significant"] = p < ALPHA
+        set_holm(rows)
+        for row in rows:
+            row["significant"] = row["p_holm"] < ALPHA
     return found
 
 

@@ -21,10 +21,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Resampler", "interval", "paired_p", "mcnemar_p", "sign_test_p", "holm", "percentile",
+__all__ = ["Resampler", "interval", "paired_p", "mcnemar_p", "sign_test_p", "holm", "set_holm", "percentile",
            "SEED", "RESAMPLES"]
 
 SEED = 12345  # sacrebleu's default seed
@@ -104,6 +105,13 @@ def mcnemar_p(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> tuple[flo
 def sign_test_p(wins: int, losses: int) -> float:
     """Two-sided sign test: are wins and losses (ties left out) as likely as a coin's?"""
     return _binomial_two_sided(min(wins, losses), wins + losses)
+
+
+def set_holm(rows: list[dict[str, Any]]) -> None:
+    """Each row's ``p_holm``: its ``p_value`` adjusted with Holm's method over the rows (one row: as is)."""
+    ps = [r["p_value"] for r in rows]
+    for row, p in zip(rows, holm(ps) if len(rows) > 1 else ps, strict=True):
+        row["p_holm"] = p
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["format_report", "format_plan", "fmt_score", "fmt_usd"]
+__all__ = ["format_report", "format_plan", "fmt_score", "fmt_usd", "fmt_pct", "fmt_seconds", "metric_columns"]
 
 
 def fmt_usd(value: float | None) -> str:
@@ -26,17 +26,17 @@ def fmt_score(entry: dict[str, Any], interval: bool = True) -> str:
     return text
 
 
-def _seconds(value: float | None) -> str:
+def fmt_seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
 
 
-def _columns(report: dict[str, Any]) -> list[str]:
-    seen: list[str] = []
+def metric_columns(report: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The metrics any candidate was scored on, in first-seen order, and their titles."""
+    names: list[str] = []
     for c in report["candidates"]:
-        for name in c["scores"]:
-            if name not in seen:
-                seen.append(name)
-    return seen
+        names += [n for n in c["scores"] if n not in names]
+    titles = {n: next(c["scores"][n]["title"] for c in report["candidates"] if n in c["scores"]) for n in names}
+    return names, titles
 
 
 def _grid(rows: list[list[str]]) -> list[str]:
@@ -53,8 +53,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append("nothing to score yet")
     else:
         best = report.get("best", {})
-        names = _columns(report)
-        titles = {n: next(c["scores"][n]["title"] for c in report["candidates"] if n in c["scores"]) for n in names}
+        names, titles = metric_columns(report)
         head = ["candidate"] + [titles[n] + (" (95% CI)" if i < 1 else "") for i, n in enumerate(names)]
         head += ["cost", "$/item", "tokens", "p50", "p95"]
         rows = [head]
@@ -69,8 +68,8 @@ def format_report(report: dict[str, Any]) -> str:
             row += [fmt_usd(u["cost_usd"]) + ("*" if best.get("cost_usd") == c["name"] else ""),
                     fmt_usd(u["cost_per_item_usd"]),
                     f"{u['prompt_tokens'] + u['completion_tokens']:,}" if u.get("tokens_known_for") else "-",
-                    _seconds(u["latency_p50_s"]) + ("*" if best.get("latency_p50_s") == c["name"] else ""),
-                    _seconds(u["latency_p95_s"]) + ("*" if best.get("latency_p95_s") == c["name"] else "")]
+                    fmt_seconds(u["latency_p50_s"]) + ("*" if best.get("latency_p50_s") == c["name"] else ""),
+                    fmt_seconds(u["latency_p95_s"]) + ("*" if best.get("latency_p95_s") == c["name"] else "")]
             rows.append(row)
         lines += _grid(rows)
         lines.append("* best in its column; quality columns show the 95% bootstrap interval")
@@ -109,7 +108,7 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _pct(value: float | None) -> str:
+def fmt_pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
@@ -119,9 +118,9 @@ def _judge_lines(judge: dict[str, Any]) -> list[str]:
     if judge["mode"] == "pairwise":
         for p in judge.get("pairs", []):
             lines.append(f"  {p['b']} vs {p['a']}: {p['losses']} wins, {p['wins']} losses, {p['ties']} ties "
-                         f"({p['flipped']} flipped with the order); swap consistency {_pct(p['swap_consistency'])}, "
-                         f"first position chosen {_pct(p['first_position_rate'])}, longer output won "
-                         f"{_pct(p['longer_won_rate'])}; sign test p = {p['p_holm']:.3g}")
+                         f"({p['flipped']} flipped with the order); swap consistency {fmt_pct(p['swap_consistency'])}, "
+                         f"first position chosen {fmt_pct(p['first_position_rate'])}, longer output won "
+                         f"{fmt_pct(p['longer_won_rate'])}; sign test p = {p['p_holm']:.3g}")
     elif judge.get("length_correlation") is not None:
         lines.append(f"  grade vs output length: r = {judge['length_correlation']:+.2f}")
     if judge.get("errors"):
