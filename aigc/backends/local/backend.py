@@ -43,7 +43,7 @@ __all__ = ["LocalBackend", "DEFAULT_MODEL"]
 
 log = logging.getLogger("aigc.local")
 
-_request_ids = itertools.count(1)
+request_ids = itertools.count(1)
 _JSON_INSTRUCTION = (
     "\n\nReply with JSON only: one JSON value that matches this JSON Schema, "
     "with no other text and no code fences.\nJSON Schema:\n{schema}"
@@ -274,7 +274,7 @@ class LocalBackend(BaseBackend):
             finish_reason="stop" if ended or len(generated) < job.max_new else "length",
             usage=Usage(prompt_tokens=len(job.ids), completion_tokens=len(generated)),
             model=lm.name,
-            request_id=f"local-{next(_request_ids)}",
+            request_id=f"local-{next(request_ids)}",
             response_format="prompt" if job.request.json_schema is not None else None,
             logprobs=self._logprobs(lm, job, generated),
         )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendError
 from ...types import ChatRequest, Completion, StreamDelta, Usage
-from .backend import LocalBackend, first_stop, held_back
+from .backend import LocalBackend, first_stop, held_back, request_ids
 from .constraints import Constraints
 from .models import LoadedModel
 from .scheduler import Scheduler, SchedulerStats, Sequence
@@ -44,7 +44,6 @@ class ContinuousLocalBackend(LocalBackend):
         self.prefill_tokens = prefill_tokens
         self._schedulers: dict[str, tuple[Scheduler, Constraints]] = {}
         self._lock = threading.Lock()
-        self._ids = 0
 
     def load(self, model: str | None = None) -> LoadedModel:
         """Load the model (and start its decode loop) now rather than on the first request."""
@@ -127,15 +126,12 @@ class ContinuousLocalBackend(LocalBackend):
             from .scoring import token_logprobs
 
             logprobs = await asyncio.to_thread(token_logprobs, lm, job.ids, text.ids, request.logprobs)
-        with self._lock:
-            self._ids += 1
-            rid = self._ids
         yield StreamDelta(completion=Completion(
             text=text.text,
             finish_reason="stop" if ended else "length",
             usage=Usage(prompt_tokens=len(job.ids), completion_tokens=text.count),
             model=lm.name,
-            request_id=f"local-batch-{rid}",
+            request_id=f"local-batch-{next(request_ids)}",
             response_format=("json_schema" if constraint is not None else "prompt")
             if request.json_schema is not None else None,
             logprobs=logprobs,
