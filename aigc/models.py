@@ -94,6 +94,10 @@ class ModelInfo(BaseModel):
     def priced(self) -> bool:
         return self.input_price is not None and self.output_price is not None
 
+    def training_cost(self, trained_tokens: int) -> float | None:
+        """USD for a fine-tuning job that trains on ``trained_tokens`` (None: no training price known)."""
+        return None if self.training_price is None else round(trained_tokens * self.training_price / 1_000_000, 6)
+
     def estimate_cost(self, prompt_tokens: int, completion_tokens: int, *, cached_tokens: int = 0,
                       batch: bool = False) -> float | None:
         """USD for one request, or None when the prices are not known.

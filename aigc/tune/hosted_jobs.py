@@ -199,9 +199,8 @@ class Follower:
             values["error"] = f"{error['message']} ({error.get('code') or 'no code'})"
         trained = remote.get("trained_tokens")
         if trained is not None:
-            price = ModelTable.cached(self.settings.models_file).lookup(job.model).training_price
             values["trained_tokens"] = trained
-            values["cost_usd"] = None if price is None else round(trained * price / 1_000_000, 6)
+            values["cost_usd"] = ModelTable.cached(self.settings.models_file).lookup(job.model).training_cost(trained)
         if remote["status"] == "succeeded":
             values["checkpoints"] = [c.get("fine_tuned_model_checkpoint") for c in self.api.checkpoints(job.job_id)]
         job = self._save(job, **values)

@@ -126,8 +126,7 @@ def validate(
     if hosted:
         assert info is not None
         report.training_price, report.prices_as_of = info.training_price, info.prices_as_of
-        if info.training_price is not None:
-            report.estimated_cost_usd = round(report.training_tokens * info.training_price / 1_000_000, 6)
+        report.estimated_cost_usd = info.training_cost(report.training_tokens)
     else:
         report.estimated_cost_usd = 0.0
         report.notes.append("trains on this machine: no per-token cost")
