@@ -164,16 +164,20 @@ _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+def parse_duration(text: str) -> timedelta | None:
+    """``30m``, ``24h``, ``7d``, ``2w`` (also ``45s``) as a timedelta; None for text that is not one."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    return timedelta(**{_UNITS[match[2]]: int(match[1])}) if match else None
+
+
 def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     """Read a ``--since`` value: a duration back from now ("30m", "24h", "7d", "2w") or a date/time.
 
     A date ("2026-11-01") means its midnight UTC; a date-time without a zone is taken as UTC.
     """
-    value = text.strip().lower()
-    match = _DURATION.fullmatch(value)
-    if match:
-        amount, unit = int(match[1]), match[2]
-        return _utc(now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
+    duration = parse_duration(text)
+    if duration is not None:
+        return _utc(now or datetime.now(UTC)) - duration
     try:
         return _utc(datetime.fromisoformat(text.strip()))
     except ValueError:

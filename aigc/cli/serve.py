@@ -115,8 +115,9 @@ def _limits(record) -> str:
     if record.max_total_tokens is not None:
         parts.append(f"{record.max_total_tokens:,} tokens")
     if parts and record.budget_period_s:
-        parts[-1] += f" per {record.budget_period_s // 86400}d" if record.budget_period_s % 86400 == 0 \
-            else f" per {record.budget_period_s}s"
+        from ..serve.keys import period_text
+
+        parts[-1] += f" per {period_text(record.budget_period_s)}"
     for label, value in (("rpm", record.rpm), ("tpm", record.tpm), ("parallel", record.max_parallel)):
         if value is not None:
             parts.append(f"{value} {label}")

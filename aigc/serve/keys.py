@@ -27,6 +27,7 @@ from typing import Any
 from ..budget import Reservation
 from ..db import Database, Migrations
 from ..errors import BudgetExceeded, InputError
+from ..ledger import parse_duration
 
 __all__ = ["KeyStore", "KeyRecord", "KeyBudget", "Spend", "KEYS_FILE", "parse_period", "parse_expiry"]
 
@@ -85,22 +86,21 @@ def _parse(stamp: str | None) -> datetime | None:
     return None if stamp is None else datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
-_DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_period(text: str) -> int:
     """``30d``, ``12h``, ``1w`` → seconds."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if not match or int(match[1]) == 0:
+    duration = parse_duration(text)
+    if not duration:
         raise InputError(f"cannot read the period {text!r}: use a duration such as 30d, 12h or 1w")
-    return int(match[1]) * _SECONDS[match[2]]
+    return int(duration.total_seconds())
 
 
 def parse_expiry(text: str, *, now: datetime | None = None) -> datetime:
     """A date (``2027-01-31``, midnight UTC), a date-time, or a duration from now (``90d``)."""
     value = text.strip()
-    if _DURATION.fullmatch(value.lower()):
+    if parse_duration(value) is not None:
         return (now or _now()) + timedelta(seconds=parse_period(value))
     try:
         moment = datetime.fromisoformat(value)
@@ -305,13 +305,16 @@ class KeyStore:
         self.close()
 
 
-def _period(key: KeyRecord) -> str:
-    if not key.budget_period_s:
-        return ""
+def period_text(seconds: int) -> str:
+    """A budget period as it is written: ``30d``, ``12h``, ``1w``."""
     for unit in ("w", "d", "h", "m"):
-        if key.budget_period_s % _SECONDS[unit] == 0:
-            return f" per {key.budget_period_s // _SECONDS[unit]}{unit}"
-    return f" per {key.budget_period_s}s"
+        if seconds % _SECONDS[unit] == 0:
+            return f"{seconds // _SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+def _period(key: KeyRecord) -> str:
+    return f" per {period_text(key.budget_period_s)}" if key.budget_period_s else ""
 
 
 class KeyBudget:
