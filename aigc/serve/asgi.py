@@ -22,17 +22,21 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from .errors import ApiError
+
 __all__ = ["ServeMiddleware"]
 
 access_log = logging.getLogger("aigc.serve.access")
 
 
-def _error(status: int, message: str, code: str) -> tuple[dict, bytes]:
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                 "code": code}}).encode()
-    return ({"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]},
-            body)
+async def _too_large(send: Any, max_body: int) -> None:
+    """Answer 413 in OpenAI's error shape."""
+    error = ApiError(413, f"The request body is larger than this server's limit of {max_body} bytes.",
+                     code="request_too_large")
+    body = json.dumps(error.body()).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class ServeMiddleware:
@@ -66,10 +70,7 @@ class ServeMiddleware:
 
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            start, body = _error(413, f"The request body is larger than this server's limit of {self.max_body} "
-                                 "bytes.", "request_too_large")
-            await send_wrapper(start)
-            await send_wrapper({"type": "http.response.body", "body": body})
+            await _too_large(send_wrapper, self.max_body)
             self._log(scope, info, 413, started)
             return
 
@@ -90,10 +91,7 @@ class ServeMiddleware:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
         if info.get("too_large") and not status[0]:
-            start, body = _error(413, f"The request body is larger than this server's limit of {self.max_body} "
-                                 "bytes.", "request_too_large")
-            await send_wrapper(start)
-            await send_wrapper({"type": "http.response.body", "body": body})
+            await _too_large(send_wrapper, self.max_body)
             status[0] = 413
         self._log(scope, info, status[0], started)
 
