@@ -203,6 +203,17 @@ class ClientBase(CallPlanner, ABC):
     def _map(self, calls: list[Call | AigcError], return_exceptions: bool):
         """Run many planned calls, failures in place."""
 
+    def close(self) -> None:
+        """Close the backends (an async client's HTTP client is left to the garbage collector: use aclose) and
+        what this client opened (ledger, cache)."""
+        for backend in self._backends:
+            backend.close()
+        self._close_owned()
+
+    def _close_owned(self) -> None:
+        for part in self._owned:
+            part.close()
+
 
 class Client(ClientBase):
     """Synchronous client. ``Client(backend="local")``, ``Client(base_url=..., model=...)``, or
@@ -228,12 +239,6 @@ class Client(ClientBase):
 
         return self._conversation(Conversation, persona=persona, knowledge=knowledge, system=system, id=id,
                                   trim=trim)
-
-    def close(self) -> None:
-        for backend in self._backends:
-            backend.close()
-        for part in self._owned:
-            part.close()
 
     def __enter__(self) -> Client:
         return self
@@ -266,15 +271,7 @@ class AsyncClient(ClientBase):
     async def aclose(self) -> None:
         for backend in self._backends:
             await backend.aclose()
-        for part in self._owned:
-            part.close()
-
-    def close(self) -> None:
-        """Close without an event loop (the async HTTP client is left to the garbage collector)."""
-        for backend in self._backends:
-            backend.close()
-        for part in self._owned:
-            part.close()
+        self._close_owned()
 
     async def __aenter__(self) -> AsyncClient:
         return self
