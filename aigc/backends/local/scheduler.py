@@ -19,7 +19,6 @@ Importing this module is cheap: torch is imported when the loop starts.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import logging
 import threading
@@ -27,6 +26,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .scoring import forward_arguments
 
 __all__ = ["Scheduler", "Sequence", "SchedulerStats"]
 
@@ -100,7 +101,8 @@ class Scheduler:
         self._lengths: list[int] = []
         self._next: list[int] = []
         self._cache: Any = None
-        self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self._cache_kw, keep = forward_arguments(model)
+        self._keep = {keep: 1} if keep else {}
 
     # -- the caller's side --------------------------------------------------------------------------------
 
@@ -246,7 +248,7 @@ class Scheduler:
             input_ids=torch.tensor(ids, device=self.device),
             attention_mask=torch.tensor(mask, device=self.device),
             position_ids=torch.tensor(positions, device=self.device),
-            use_cache=True, logits_to_keep=1, **{self._cache_kw: cache},
+            use_cache=True, **self._keep, **{self._cache_kw: cache},
         )
         return out.logits[:, -1, :].float()
 

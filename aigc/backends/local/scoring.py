@@ -8,6 +8,8 @@ write it: "positive" is then not also counted as the start of "positively".
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
 from ...errors import ContextLengthExceeded
@@ -44,7 +46,8 @@ def score_replies(lm: Any, prompt: list[int], replies: list[list[int]]) -> list[
                                     f"{lm.name} holds {lm.context_window}; shorten the text",
                                     code="context_length_exceeded")
     n, device = len(replies), lm.device
-    name, keep = _arguments(lm.model)
+    name, keep_name = forward_arguments(lm.model)
+    keep = {keep_name: 1} if keep_name else {}
     with torch.inference_mode():
         first = lm.model(input_ids=torch.tensor([prompt], device=device), use_cache=True, **keep)
         cache = getattr(first, name)
@@ -71,8 +74,8 @@ def token_logprobs(lm: Any, prompt: list[int], reply: list[int], top: int) -> li
 
     if not reply:
         return []
-    params = _keep_parameter(lm.model)
-    keep = {params: len(reply) + 1} if params else {}
+    _, name = forward_arguments(lm.model)
+    keep = {name: len(reply) + 1} if name else {}
     with torch.inference_mode():
         out = lm.model(input_ids=torch.tensor([prompt + reply], device=lm.device), use_cache=False, **keep)
     logits = out.logits[0, -(len(reply) + 1):-1, :].float()  # position i predicts reply[i]
@@ -91,18 +94,16 @@ def token_logprobs(lm: Any, prompt: list[int], reply: list[int], top: int) -> li
     return tokens
 
 
-def _keep_parameter(model: Any) -> str | None:
-    import inspect
+def forward_arguments(model: Any) -> tuple[str, str | None]:
+    """What this transformers version calls the key/value cache in a forward call (``cache`` in 5.x, else
+    ``past_key_values``), and how it asks for the last positions' logits only (None: it cannot); read once
+    per model class."""
+    return _forward_arguments(type(model))
 
-    params = inspect.signature(model.forward).parameters
-    return next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
 
+@functools.cache
+def _forward_arguments(cls: type) -> tuple[str, str | None]:
+    params = inspect.signature(cls.forward).parameters
+    keep = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
+    return ("cache" if "cache" in params else "past_key_values"), keep
 
-def _arguments(model: Any) -> tuple[str, dict[str, int]]:
-    """What this transformers version calls the key/value cache (``cache`` in 5.x, else ``past_key_values``),
-    and how to ask for the last position's logits only (where it can)."""
-    import inspect
-
-    params = inspect.signature(model.forward).parameters
-    keep = _keep_parameter(model)
-    return ("cache" if "cache" in params else "past_key_values"), ({keep: 1} if keep else {})
