@@ -16,12 +16,11 @@ from typing import Any
 from ..backends.local import models as local_models
 from ..errors import BackendUnavailable
 
-__all__ = ["Base", "resolve_base", "check_installed", "load_tokenizer", "load_model", "end_ids", "choose_pad",
+__all__ = ["Base", "resolve_base", "check_installed", "load_tokenizer", "load_model", "choose_pad",
            "quiet", "INSTALL_HINT", "DEFAULT_MODEL"]
 
 INSTALL_HINT = "pip install 'aigc-toolkit[tune]'"
 DEFAULT_MODEL = local_models.DEFAULT_MODEL
-_TURN_ENDS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "<|return|>")
 # Tokens made for padding, in the order they are preferred; the unknown token comes after them.
 _PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<|fim_pad|>", "<pad>", "<|pad|>", "[PAD]", "<|padding|>")
 
@@ -80,16 +79,6 @@ def device_and_dtype(requested_device: str | None) -> tuple[str, Any]:
     if device.startswith("cuda") and torch.cuda.is_bf16_supported():
         return device, torch.bfloat16
     return device, torch.float32
-
-
-def end_ids(tokenizer: Any, model: Any) -> list[int]:
-    """Every token that ends a reply: the EOS ids and the template's end-of-turn token."""
-    eos = model.generation_config.eos_token_id
-    ids = [*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id]
-    template = getattr(tokenizer, "chat_template", None) or ""
-    vocab = tokenizer.get_vocab()
-    ids += [vocab[t] for t in _TURN_ENDS if t in template and t in vocab]
-    return list(dict.fromkeys(int(i) for i in ids if isinstance(i, int)))
 
 
 def choose_pad(tokenizer: Any, ends: list[int]) -> tuple[int, bool]:

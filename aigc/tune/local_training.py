@@ -69,6 +69,7 @@ def local(
     progress: Callable[[TrainProgress], None] | None = None,
 ) -> LocalResult:
     """Fine-tune ``model`` (default: the local backend's) on ``data`` into the folder ``output``."""
+    from ..backends.local.models import end_ids
     from . import base as bases
     from .chat_templates import training_template
     from .encode import encode_example
@@ -139,7 +140,7 @@ def local(
         device, dtype = bases.device_and_dtype(device or settings.device)
         tell(TrainProgress(phase="loading", max_steps=steps, note=f"loading {base.name} on {device}"))
         net = bases.load_model(base, dtype)
-        ends = bases.end_ids(tokenizer, net)
+        ends = end_ids(net, tokenizer)
         pad_id, added = bases.choose_pad(tokenizer, ends)
         if added:
             net.resize_token_embeddings(len(tokenizer))

@@ -320,15 +320,18 @@ def load(spec: ModelSpec, cache_dir: Path, device: str, dtype: Any) -> LoadedMod
     return _describe(spec.name, model, tokenizer, device)
 
 
-def _describe(name: str, model: Any, tokenizer: Any, device: str) -> LoadedModel:
-    """What generation needs to know about a freshly loaded model."""
+def end_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every token that ends a reply: the EOS ids and the chat template's end-of-turn token."""
     eos = model.generation_config.eos_token_id
     candidates = [*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id]
     template = getattr(tokenizer, "chat_template", None) or ""
     candidates += [tokenizer.convert_tokens_to_ids(t) for t in _TURN_ENDS if t in template]
-    ends = list(
-        dict.fromkeys(int(t) for t in candidates if isinstance(t, int) and t != tokenizer.unk_token_id)
-    )
+    return list(dict.fromkeys(int(t) for t in candidates if isinstance(t, int) and t != tokenizer.unk_token_id))
+
+
+def _describe(name: str, model: Any, tokenizer: Any, device: str) -> LoadedModel:
+    """What generation needs to know about a freshly loaded model."""
+    ends = end_ids(model, tokenizer)
     if not ends:
         raise BackendError(f"the model {name} names no end-of-sequence token; generation could not stop")
     pad = next(
