@@ -5,6 +5,7 @@ Nothing heavy is imported here: a command imports the client when it runs, so ``
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -63,6 +64,21 @@ COMMON: dict[str, tuple[Any, Any]] = {
     "region": (RegionOpt, None), "moderate": (ModerateOpt, None),
 }
 
+
+
+def shared_parameters(options: dict[str, tuple[Any, Any]] = COMMON) -> list[inspect.Parameter]:
+    """``options`` (name -> (annotation, default)) as keyword-only parameters for a command's signature."""
+    return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+            for name, (annotation, default) in options.items()]
+
+
+def with_options(fn: Any, options: dict[str, tuple[Any, Any]] = COMMON) -> Any:
+    """``fn`` (taking ``**kw``) with ``options`` in its signature, which typer reads."""
+    params = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
+    params += shared_parameters(options)
+    fn.__signature__ = inspect.Signature(params)
+    fn.__annotations__ = {p.name: p.annotation for p in params}
+    return fn
 
 class Common:
     """The options every content command shares, turned into a client and an output."""

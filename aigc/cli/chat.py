@@ -8,7 +8,6 @@ On a terminal it is interactive (line editing and history through readline, repl
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import AigcError, InputError
-from .app import COMMON, Common, JsonOpt, app
+from .app import COMMON, Common, JsonOpt, app, with_options
 from .io import print_stream
 
 __all__ = ["chat_app"]
@@ -170,16 +169,7 @@ def _turn(conv: Any, text: str, stream: bool) -> None:
         typer.echo(f"aigc: error: {e}", err=True)
 
 
-def _with_shared(fn):
-    params = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
-    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-             for name, (annotation, default) in _SHARED.items()]
-    fn.__signature__ = inspect.Signature(params + extra)
-    fn.__annotations__ = {p.name: p.annotation for p in params + extra}
-    return fn
-
-
-chat_app.callback(invoke_without_command=True)(_with_shared(chat))
+chat_app.callback(invoke_without_command=True)(with_options(chat, _SHARED))
 
 
 def _store():

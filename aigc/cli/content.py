@@ -17,7 +17,7 @@ import typer
 from ..errors import InputError
 from ..tasks import Task, task_names
 from ..tasks import find_task as _find
-from .app import COMMON, Common, JsonOpt, app
+from .app import COMMON, Common, JsonOpt, app, shared_parameters, with_options
 from .io import read_input
 
 __all__ = ["register_task_commands"]
@@ -49,8 +49,7 @@ def task_command(task: Task):
         arg = inspect.Parameter(argument, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                 annotation=Annotated[str, typer.Argument(help=task.param(argument).help)])
     own = [arg] + [_option(task, p.name) for p in task.params if p.name != argument]
-    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-              for name, (annotation, default) in COMMON.items()]
+    shared = shared_parameters()
 
     def command(**kw: Any) -> None:
         common = Common(**{name: kw.pop(name) for name in COMMON})
@@ -129,17 +128,7 @@ def generate(
     c.run("generate", template, values)
 
 
-def _with_common(fn):
-    """``fn`` with the shared options in its signature (typer reads the signature)."""
-    params = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
-    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-              for name, (annotation, default) in COMMON.items()]
-    fn.__signature__ = inspect.Signature(params + shared)
-    fn.__annotations__ = {p.name: p.annotation for p in params + shared}
-    return fn
-
-
-app.command(name="generate")(_with_common(generate))
+app.command(name="generate")(with_options(generate))
 
 templates_app = typer.Typer(help="List and show prompt templates.", no_args_is_help=True)
 app.add_typer(templates_app, name="templates")
