@@ -27,7 +27,7 @@ from ..errors import ConfigError, InputError
 from ..textio import write_atomic
 from .card import read_card, write_card
 from .checkpoints import latest_complete, remove_incomplete
-from .data import file_sha256, read_examples
+from .data import file_sha256
 from .store import now
 from .types import LocalResult, TrainingDataInvalid, TrainProgress
 from .validation import default_epochs, default_max_length, validate
@@ -72,7 +72,7 @@ def local(
     from ..backends.local.models import end_ids
     from . import base as bases
     from .chat_templates import training_template
-    from .encode import encode_example
+    from .encode import Encoded
 
     if method not in _DEFAULT_LR:
         raise ConfigError(f"method must be lora or full, not {method!r}")
@@ -92,13 +92,12 @@ def local(
     base = bases.resolve_base(model, settings.cache_dir)
     tokenizer = bases.load_tokenizer(base)
     max_length = max_length or default_max_length(tokenizer)
+    encoded: list[Encoded] = []
     report = validate(path, model=base.name, max_length=max_length, settings=settings, tokenizer=tokenizer,
-                      chat_template=chat_template)
+                      chat_template=chat_template, encoded=encoded)
     if not report.ok:
         raise TrainingDataInvalid(report)
     template = training_template(tokenizer.chat_template, model=base.name, override=chat_template)
-    examples, _ = read_examples(path, extra_special=tuple(tokenizer.all_special_tokens))
-    encoded = [e for e in (encode_example(tokenizer, template, x, max_length)[0] for x in examples) if e]
     order = list(range(len(encoded)))
     random.Random(seed).shuffle(order)
     n_eval = 0 if eval_fraction == 0 else max(1, round(len(encoded) * eval_fraction))

@@ -87,12 +87,14 @@ def validate(
     chat_template: str | Path | None = None,
     moderation: Callable[[list[str]], list[list[str]]] | None = None,
     today: date | None = None,
+    encoded: list[Any] | None = None,
 ) -> ValidationReport:
     """Check ``data`` for training ``model`` (default: the local default model) and estimate the run.
 
     Never raises for problems in the file: they are in the report, each with its line. ``moderate=True``
     sends every example through the moderation endpoint (``moderation`` may be injected for tests). A given
-    ``tokenizer`` means a local model, already loaded.
+    ``tokenizer`` means a local model, already loaded; the examples encoded for it are appended to
+    ``encoded`` when given (what training then uses, so the file is read and tokenized once).
     """
     settings = settings or load_settings()
     path = Path(data)
@@ -113,7 +115,8 @@ def validate(
         assert info is not None
         lengths, learned = _count_hosted(report, examples, info, today or date.today())
     else:
-        lengths, learned = _count_local(report, examples, tokenizer, model, max_length, chat_template)
+        lengths, learned = _count_local(report, examples, tokenizer, model, max_length, chat_template,
+                                        [] if encoded is None else encoded)
     report.problems.sort(key=lambda p: (p.line is not None, p.line or 0))
     report.usable_examples = len(lengths)
     if lengths:
@@ -171,7 +174,8 @@ def _local_tokenizer(model: str | None, settings: Settings) -> Any:
 
 
 def _count_local(report: ValidationReport, examples: list[Example], tokenizer: Any, model: str | None,
-                 max_length: int | None, chat_template: str | Path | None) -> tuple[list[int], list[int]]:
+                 max_length: int | None, chat_template: str | Path | None,
+                 kept: list[Any]) -> tuple[list[int], list[int]]:
     from .chat_templates import training_template
     from .encode import encode_example
 
@@ -184,6 +188,7 @@ def _count_local(report: ValidationReport, examples: list[Example], tokenizer: A
         encoded, problems = encode_example(tokenizer, template, example, limit)
         report.problems += problems
         if encoded is not None:
+            kept.append(encoded)
             lengths.append(len(encoded.input_ids))
             learned.append(encoded.trained)
     return lengths, learned
