@@ -20,6 +20,7 @@ from typing import Any
 from ..client import AsyncClient
 from ..errors import OutputInvalid
 from ..flows import Flow, Outcome, Step, extract_json, single
+from ..tasks import Task
 from ..types import ChatRequest, Completion, Message, Result
 
 __all__ = ["Core", "Caller"]
@@ -131,9 +132,9 @@ class Core:
         """Text pieces as they come, then the Result (structured output is checked, not re-asked, here)."""
         return self._engine_for(caller).arun_stream(single(request), "chat")
 
-    async def task(self, name: str, params: dict[str, Any], caller: Caller) -> Result:
-        """One declared task (its variables and options by name) with its long-input handling."""
-        call = await asyncio.to_thread(self.client.call, name, (), params)
+    async def task(self, task: Task, variables: dict[str, Any], options: dict[str, Any], caller: Caller) -> Result:
+        """One declared task (its checked variables and options) with its long-input handling."""
+        call = await asyncio.to_thread(self.client.prepare, task, variables, options)
         return await self._engine_for(caller).arun(call.flow, call.task)
 
     async def aclose(self) -> None:

@@ -35,7 +35,7 @@ def served_tasks() -> list[str]:
     return [n for n in task_names() if (t := find_task(n)) is not None and t.template is not None]
 
 
-def _params(task: Task, body: Any) -> dict[str, Any]:
+def _params(task: Task, body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """The body as the task's variables and options, checked against its declaration (400s, never 422)."""
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
@@ -48,18 +48,13 @@ def _params(task: Task, body: Any) -> dict[str, Any]:
                                else isinstance(value, kind) and not (kind is int and isinstance(value, bool)))
         if not ok:
             raise invalid(f"Invalid '{name}': expected {kind.__name__}.", name, "invalid_value")
-    variables = {k: v for k, v in body.items() if k in task.names}
+    missing = sorted(task.required - {k for k, v in body.items() if v is not None})
+    if missing:
+        raise invalid(f"Missing required parameter: '{missing[0]}'.", missing[0], "missing_required_parameter")
     try:
-        variables = task.check(variables)
-    except TypeError as e:
-        missing = str(e).rsplit("'", 2)[-2] if "'" in str(e) else None
-        raise invalid(f"Missing required parameter: '{missing}'.", missing, "missing_required_parameter") from None
+        return task.bind((), body)
     except InputError as e:
         raise invalid(str(e), None, "invalid_value") from None
-    options = {k: v for k, v in body.items() if k in _OPTIONS and v is not None}
-    if "max_tokens" in options:
-        options["max_output_tokens"] = options.pop("max_tokens")
-    return {**variables, **options}
 
 
 async def run_task(request: Request) -> Response:
@@ -77,20 +72,19 @@ async def run_task(request: Request) -> Response:
                        retry_after=1.0)
     slots = [state.admission.enter()]
     try:
-        params = _params(task, parse_json(await request.body()))
-        params["model"] = state.resolve_model(params.get("model"), key)
-        info["model"] = params["model"]
+        variables, options = _params(task, parse_json(await request.body()))
+        options["model"] = info["model"] = state.resolve_model(options.get("model"), key)
         cap = state.options.max_tokens
-        if cap is not None and params.get("max_output_tokens", 0) > cap:
-            raise ApiError(400, f"max_tokens is too large: {params['max_output_tokens']}. This server allows at "
+        if cap is not None and options.get("max_output_tokens", 0) > cap:
+            raise ApiError(400, f"max_tokens is too large: {options['max_output_tokens']}. This server allows at "
                            f"most {cap} completion tokens per request.", param="max_tokens", code="invalid_value")
-        params["max_output_tokens"] = params.get("max_output_tokens") or cap
+        options["max_output_tokens"] = options.get("max_output_tokens") or cap
         if key is not None:
-            size = sum(state.core.count_text(v) for v in params.values() if isinstance(v, str))
-            slots.append(state.limits.enter(key, size + (params["max_output_tokens"] or 0)))
-        params = {k: v for k, v in params.items() if v is not None}
+            size = sum(state.core.count_text(v) for v in (*variables.values(), *options.values()) if isinstance(v, str))
+            slots.append(state.limits.enter(key, size + (options["max_output_tokens"] or 0)))
+        options = {k: v for k, v in options.items() if v is not None}
         try:
-            result = await asyncio.wait_for(state.core.task(task.name, params, Caller(caller.name, caller.budget)),
+            result = await asyncio.wait_for(state.core.task(task, variables, options, Caller(caller.name, caller.budget)),
                                             state.options.request_timeout)
         except TimeoutError:
             raise ApiError(504, f"The task took longer than {state.options.request_timeout:g}s.",
