@@ -49,6 +49,7 @@ class Accounting:
     cache: ResponseCache | None = None
     gate: RateGate | None = None
     job: str | None = None
+    client_key: str | None = None  # the ``aigc serve`` API key the requests came in with
 
     def with_budget(self, budget: Budget) -> Accounting:
         """The same books with one more budget to respect (a per-call or per-job cap)."""
@@ -99,7 +100,7 @@ class Accounting:
             cost_usd=cost_usd if completion else (0.0 if getattr(error, "status_code", None) else None),
             latency_s=latency_s, status="ok" if error is None else type(error).__name__, attempts=attempts,
             request_id=completion.request_id if completion else getattr(error, "request_id", None),
-            job=self.job,
+            job=self.job, client_key=self.client_key,
             prompt="\n\n".join(f"{m.role}: {m.content}" for m in request.messages) if keep else None,
             response=completion.text if completion is not None and keep else None,
             redactions=json.dumps(request.redactions, sort_keys=True) if request.redactions else None,

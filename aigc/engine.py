@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -75,10 +76,17 @@ class EngineBase:
 
     def with_budget(self, budget: Any) -> Any:
         """The same engine with one more budget to respect (e.g. a per-call cap); its fallbacks too."""
+        return self._with_books(lambda books: books.with_budget(budget))
+
+    def for_key(self, key: str | None) -> Any:
+        """The same engine writing ``key`` (a served API key's name) on its ledger rows; its fallbacks too."""
+        return self._with_books(lambda books: dataclasses.replace(books, client_key=key))
+
+    def _with_books(self, change: Any) -> Any:
         twin = copy.copy(self)
-        twin.accounting = self.accounting.with_budget(budget)
+        twin.accounting = change(self.accounting)
         if self.fallback is not None:
-            twin.fallback = self.fallback.with_budget(budget)
+            twin.fallback = self.fallback._with_books(change)
         return twin
 
     @property

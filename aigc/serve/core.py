@@ -10,8 +10,6 @@ written on its ledger rows.
 from __future__ import annotations
 
 import asyncio
-import copy
-import dataclasses
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,17 +30,6 @@ class Caller:
 
     name: str | None = None
     budget: Any = None  # a KeyBudget, or None
-
-
-class _Labelled:
-    """The ledger, writing the caller's key name on each row."""
-
-    def __init__(self, ledger: Any, key: str | None) -> None:
-        self._ledger, self.key = ledger, key
-        self.store_prompts = ledger.store_prompts
-
-    def record(self, entry: Any) -> None:
-        self._ledger.record(dataclasses.replace(entry, client_key=self.key))
 
 
 class Core:
@@ -113,11 +100,7 @@ class Core:
         """The engine with the caller's key name on its ledger rows and the key's budget among its budgets."""
         base = self._engines.get(caller.name)
         if base is None:
-            books = self.engine.accounting
-            base = copy.copy(self.engine)
-            if books.ledger is not None:
-                base.accounting = dataclasses.replace(books, ledger=_Labelled(books.ledger, caller.name))
-            self._engines[caller.name] = base
+            base = self._engines[caller.name] = self.engine.for_key(caller.name)
         return base.with_budget(caller.budget) if caller.budget is not None else base
 
     def _flow(self, request: ChatRequest) -> Flow:
