@@ -63,9 +63,7 @@ async def chat_completions(request: Request) -> Response:
     started = time.perf_counter()
     caller, key = state.authenticate(request.headers.get("authorization"))
     info["key"] = caller.name
-    if state.draining or not state.ready:
-        raise ApiError(503, "The server is " + ("shutting down" if state.draining else "loading the model") +
-                       "; retry shortly.", type="server_error", code="not_ready", retry_after=1.0)
+    state.check_ready()
     lease, handed_over = _Lease(), False
     try:
         lease.slots.append(state.admission.enter())
@@ -86,15 +84,14 @@ async def chat_completions(request: Request) -> Response:
         except TimeoutError:
             raise ApiError(504, f"The request took longer than {state.options.request_timeout:g}s.",
                            type="timeout_error", code="timeout", should_retry=False) from None
-        _finished(state, info, result, started)
+        state.finished(info, result, started)
         rid = "chatcmpl-" + secrets.token_hex(12)
         usage = usage_body(result.usage.prompt_tokens, result.usage.completion_tokens, result.cost_usd)
         body = completion_body(rid, result.model or model, result.text, result.finish_reason, usage,
                                logprobs_body(result.logprobs))
         return JSONResponse(body, headers=_headers(state))
     except ApiError as e:
-        if e.status in (429, 503):
-            state.metrics.rejected.labels("queue_full" if e.status == 503 else "rate_limited").inc()
+        state.rejected(e)
         raise
     finally:
         if not handed_over:
@@ -103,15 +100,6 @@ async def chat_completions(request: Request) -> Response:
 
 def _headers(state: ServeState) -> dict[str, str]:
     return {"x-aigc-backend": state.core.backend_name}
-
-
-def _finished(state: ServeState, info: dict, result: Result, started: float) -> None:
-    m = state.metrics
-    m.e2e.observe(time.perf_counter() - started)
-    m.prompt_tokens.inc(result.usage.prompt_tokens)
-    m.add_generated(result.usage.completion_tokens)
-    info["prompt_tokens"] = result.usage.prompt_tokens
-    info["completion_tokens"] = result.usage.completion_tokens
 
 
 async def _stream(state: ServeState, chat: ChatRequest, params: ChatParams, caller: Any, lease: _Lease,
@@ -148,7 +136,7 @@ async def _stream(state: ServeState, chat: ChatRequest, params: ChatParams, call
                     piece = await anext(pieces, None)
             if result is None:
                 raise ApiError(502, "The stream ended without a result.", type="server_error")
-            _finished(state, info, result, started)
+            state.finished(info, result, started)
             # Token log-probabilities are read once the reply is whole: they come with the last chunk.
             yield event({}, result.finish_reason or "stop", logprobs=logprobs_body(result.logprobs))
             if usage_field:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,25 @@ class ServeState:
         self.metrics.rejected.labels("unauthorized").inc()
         return ApiError(401, message, code=code)
 
+    def check_ready(self) -> None:
+        """A 503 while the model loads or the server shuts down."""
+        if self.draining or not self.ready:
+            raise ApiError(503, "The server is " + ("shutting down" if self.draining else "loading the model") +
+                           "; retry shortly.", type="server_error", code="not_ready", retry_after=1.0)
+
+    def rejected(self, error: ApiError) -> None:
+        """Count a request turned away for lack of room (503) or over its key's limits (429)."""
+        if error.status in (429, 503):
+            self.metrics.rejected.labels("queue_full" if error.status == 503 else "rate_limited").inc()
+
+    def finished(self, info: dict[str, Any], result: Any, started: float) -> None:
+        """A request answered: its time and tokens into the metrics and the access log's record."""
+        m = self.metrics
+        m.e2e.observe(time.perf_counter() - started)
+        m.prompt_tokens.inc(result.usage.prompt_tokens)
+        m.add_generated(result.usage.completion_tokens)
+        info["prompt_tokens"], info["completion_tokens"] = result.usage.prompt_tokens, result.usage.completion_tokens
+
     # -- which model, how many tokens -----------------------------------------------------------------------
 
     @property
@@ -108,15 +128,20 @@ class ServeState:
                            param="model", code="model_not_allowed")
         return model
 
+    def check_cap(self, asked: int) -> None:
+        """A 400 for a request asking more output tokens than the configured cap."""
+        cap = self.options.max_tokens
+        if cap is not None and asked > cap:
+            raise ApiError(400, f"max_tokens is too large: {asked}. This server allows at most {cap} "
+                           "completion tokens per request.", param="max_tokens", code="invalid_value")
+
     def output_tokens(self, model: str, prompt: int, asked: int | None) -> int:
         """The output limit of a request: what it asked for (refused above the configured cap), else
         the default, the cap or what the context window leaves, whichever is least."""
         window = self.core.context_window(model)
         cap = self.options.max_tokens
         if asked is not None:
-            if cap is not None and asked > cap:
-                raise ApiError(400, f"max_tokens is too large: {asked}. This server allows at most {cap} "
-                               "completion tokens per request.", param="max_tokens", code="invalid_value")
+            self.check_cap(asked)
             if prompt + asked > window:
                 raise context_exceeded(window, prompt, asked)
             return asked

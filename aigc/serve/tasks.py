@@ -67,18 +67,15 @@ async def run_task(request: Request) -> Response:
     started = time.perf_counter()
     caller, key = state.authenticate(request.headers.get("authorization"))
     info["key"] = caller.name
-    if state.draining or not state.ready:
-        raise ApiError(503, "The server is not ready; retry shortly.", type="server_error", code="not_ready",
-                       retry_after=1.0)
-    slots = [state.admission.enter()]
+    state.check_ready()
+    slots = []
     try:
+        slots.append(state.admission.enter())
         variables, options = _params(task, parse_json(await request.body()))
         options["model"] = info["model"] = state.resolve_model(options.get("model"), key)
-        cap = state.options.max_tokens
-        if cap is not None and options.get("max_output_tokens", 0) > cap:
-            raise ApiError(400, f"max_tokens is too large: {options['max_output_tokens']}. This server allows at "
-                           f"most {cap} completion tokens per request.", param="max_tokens", code="invalid_value")
-        options["max_output_tokens"] = options.get("max_output_tokens") or cap
+        if "max_output_tokens" in options:
+            state.check_cap(options["max_output_tokens"])
+        options["max_output_tokens"] = options.get("max_output_tokens") or state.options.max_tokens
         if key is not None:
             size = sum(state.core.count_text(v) for v in (*variables.values(), *options.values()) if isinstance(v, str))
             slots.append(state.limits.enter(key, size + (options["max_output_tokens"] or 0)))
@@ -89,11 +86,11 @@ async def run_task(request: Request) -> Response:
         except TimeoutError:
             raise ApiError(504, f"The task took longer than {state.options.request_timeout:g}s.",
                            type="timeout_error", code="timeout", should_retry=False) from None
+    except ApiError as e:
+        state.rejected(e)
+        raise
     finally:
         for slot in slots:
             slot.release()
-    state.metrics.e2e.observe(time.perf_counter() - started)
-    state.metrics.prompt_tokens.inc(result.usage.prompt_tokens)
-    state.metrics.add_generated(result.usage.completion_tokens)
-    info["prompt_tokens"], info["completion_tokens"] = result.usage.prompt_tokens, result.usage.completion_tokens
+    state.finished(info, result, started)
     return JSONResponse(result.model_dump(mode="json"), headers={"x-aigc-backend": state.core.backend_name})
