@@ -62,8 +62,10 @@ def chat(
     if ctx.invoked_subcommand is not None:
         return
     common = Common(**shared)
-    if trim not in (None, "drop", "summarize"):
-        raise InputError(f"--trim must be drop or summarize, not {trim!r}")
+    from ..conversations import TRIMS
+
+    if trim is not None and trim not in TRIMS:
+        raise InputError(f"--trim must be {' or '.join(TRIMS)}, not {trim!r}")
     ref = conversation or ("last" if resume else None)
     paths = [str(k) for k in knowledge] if knowledge else None
     with common.client() as client, client.conversation(persona, knowledge=paths, system=system, id=ref,

@@ -123,10 +123,12 @@ class FineTuningAPI:
     # -- jobs -----------------------------------------------------------------------------------------------
     def find_run(self, run_id: str) -> dict[str, Any] | None:
         """The job created for ``run_id`` (found by its metadata), if there is one."""
-        page = self._call(lambda t: self.client.fine_tuning.jobs.list(metadata={RUN_KEY: run_id}, limit=10,
-                                                                      timeout=t))
-        jobs = [self._dump(j) for j in page.data if (j.metadata or {}).get(RUN_KEY) == run_id]
-        return jobs[0] if jobs else None
+        job = self._call(lambda t: self._lookup(run_id, t))
+        return None if job is None else self._dump(job)
+
+    def _lookup(self, run_id: str, timeout: float | None) -> Any:
+        page = self.client.fine_tuning.jobs.list(metadata={RUN_KEY: run_id}, limit=10, timeout=timeout)
+        return next((j for j in page.data if (j.metadata or {}).get(RUN_KEY) == run_id), None)
 
     def create_job(self, run_id: str, params: dict[str, Any]) -> dict[str, Any]:
         """Create the run's job once: an attempt after a failed one first looks for a job it did create."""
@@ -135,11 +137,8 @@ class FineTuningAPI:
         def create(timeout: float | None) -> Any:
             nonlocal tries
             tries += 1
-            if tries > 1:
-                found = self.client.fine_tuning.jobs.list(metadata={RUN_KEY: run_id}, limit=10, timeout=timeout)
-                for job in found.data:
-                    if (job.metadata or {}).get(RUN_KEY) == run_id:
-                        return job
+            if tries > 1 and (found := self._lookup(run_id, timeout)) is not None:
+                return found
             metadata = {**params.get("metadata", {}), RUN_KEY: run_id}
             return self.client.fine_tuning.jobs.create(**{**params, "metadata": metadata}, timeout=timeout)
 
