@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,6 +204,15 @@ class FlowDriver:
         for i, flow in enumerate(flows):
             self._advance(i, flow, None, steps, done, tallies, task, started)
         while steps:
+            probing = [i for i in steps if steps[i].probe is not None]
+            if probing:  # this round's quick checks (moderation) go out together too
+                answers = self._run_probes([steps.pop(i).probe for i in probing])
+                for i, answer in zip(probing, answers, strict=True):
+                    if isinstance(answer, AigcError):
+                        done[i] = answer
+                    else:
+                        self._advance(i, flows[i], answer, steps, done, tallies, task, started, probed=True)
+                continue
             order = list(steps)
             requests = [(i, r) for i in order for r in steps[i].requests]
             outcomes = self.execute_many([r for _, r in requests], task)
@@ -214,17 +224,32 @@ class FlowDriver:
                 self._advance(i, flows[i], by_flow[i], steps, done, tallies, task, started)
         return [done[i] for i in range(len(flows))]
 
+    def _run_probes(self, probes: list[Any]) -> list[Any]:
+        """Each probe's answer, or the aigc error it raised; at most ``concurrency`` at once."""
+        def one(probe: Any) -> Any:
+            try:
+                return probe.run(self)
+            except AigcError as e:
+                return e
+
+        if len(probes) == 1 or self.backend.prefers_batches:  # a local model scores one probe at a time
+            return [one(p) for p in probes]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(probes))) as pool:
+            return list(pool.map(one, probes))
+
     async def arun_many(self, flows: list[Flow], task: str) -> list[Result | AigcError]:
         """Async twin of :meth:`run_many`: flows run concurrently (a local model batches them as they come)."""
         width = len(flows) if self.backend.prefers_batches else self.concurrency
         return await gather_caught(lambda flow: self.arun(flow, task), flows, width)
 
-    def _advance(self, i, flow, sents, steps, done, tallies, task, started) -> None:
+    def _advance(self, i, flow, answer, steps, done, tallies, task, started, probed: bool = False) -> None:
+        """Flow ``i`` given ``answer`` (its requests' outcomes, or its probe's answer): its next step in
+        ``steps``, or its end in ``done``."""
         try:
-            step = next(flow) if sents is None else tallies[i].feed(flow, sents)
-            while step.probe is not None:  # probes are quick checks: run them in place
-                step = tallies[i].probed(flow, step.probe.run(self))
-            steps[i] = step
+            if answer is None:
+                steps[i] = next(flow)
+            else:
+                steps[i] = tallies[i].probed(flow, answer) if probed else tallies[i].feed(flow, answer)
         except StopIteration as stop:
             done[i] = tallies[i].result(stop.value, task, self.backend.name, started)
         except AigcError as e:
