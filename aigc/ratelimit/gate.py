@@ -59,6 +59,7 @@ class Slot:
     epoch: int = 0  # the gate's cooldown count when it was booked: a later 429 voids a slot ahead
     probe: bool = False  # sent before the limits were known: counts against the handful allowed in flight
     trial: bool = False  # the first request beyond the plain share: the next wait for its answer
+    proof: bool = False  # a trial beyond the share by the server's count as well: its answer settles it
 
 
 class RateGate:
@@ -159,7 +160,10 @@ class RateGate:
             if at > now and not ahead:
                 self._hold(now, reason, at - now)
                 return None, at - now
-            slot = Slot(self, at, epoch=self._epoch, trial=trial)
+            # Only a trial beyond the share whatever the server's clock (within a tenth of the window) proves it
+            proof = trial and any(limit.share.load(at, 0.9 * limit.span) + (tokens if limit.tokens else 1)
+                                  > limit.base for limit in self._limits.values())
+            slot = Slot(self, at, epoch=self._epoch, trial=trial, proof=proof)
             if trial:
                 self._trial = slot
             for limit in self._limits.values():
@@ -244,7 +248,7 @@ class RateGate:
                 self._probing -= 1
             if slot is self._trial:  # answered (or failed after the server counted it) without a 429 since
                 self._trial = None
-                self._confirmed = self._confirmed or slot.epoch == self._epoch
+                self._confirmed = self._confirmed or (slot.proof and slot.epoch == self._epoch)
 
     def _release(self, slot: Slot) -> None:
         with self._lock:

@@ -33,9 +33,9 @@ class Window:
         if cut:
             del self._times[:cut], self._amounts[:cut]
 
-    def _load(self, x: float) -> float:
-        """Units booked in (x - seconds, x]."""
-        lo = bisect.bisect_right(self._times, x - self.seconds + EPS)
+    def load(self, x: float, seconds: float | None = None) -> float:
+        """Units booked in (x - seconds, x] (by default the window's own seconds)."""
+        lo = bisect.bisect_right(self._times, x - (self.seconds if seconds is None else seconds) + EPS)
         return sum(self._amounts[lo:bisect.bisect_right(self._times, x + EPS)])
 
     def fits(self, t: float, amount: float, capacity: float | None = None) -> bool:
@@ -47,7 +47,7 @@ class Window:
         else:  # the load can only peak at t or where a later booking enters
             lo = bisect.bisect_right(self._times, t + EPS)
             hi = bisect.bisect_left(self._times, t + self.seconds - EPS)
-            peak = max([self._load(t), *(self._load(x) for x in self._times[lo:hi])])
+            peak = max([self.load(t), *(self.load(x) for x in self._times[lo:hi])])
         return peak + amount <= (self.capacity if capacity is None else capacity) + EPS or peak == 0
 
     def earliest(self, t0: float, amount: float) -> float:
