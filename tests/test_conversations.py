@@ -130,7 +130,6 @@ def test_the_support_persona_answers_from_its_knowledge_and_refuses_the_rest(faq
         client.conversation("support")
 
 
-@pytest.mark.local
 def test_knowledge_finds_a_passage_whose_word_the_question_inflects_the_same_way():
     from aigc.knowledge import Knowledge, Passage
 
@@ -139,6 +138,7 @@ def test_knowledge_finds_a_passage_whose_word_the_question_inflects_the_same_way
     assert [p.source for p in library.select("When are the meetings?", 500, len)] == ["faq.md#1"]
 
 
+@pytest.mark.local
 def test_the_support_persona_on_the_local_model(faq):
     with aigc.Client(backend="local", temperature=0, max_output_tokens=24, ledger=False) as client:
         conv = client.conversation("support", knowledge=[faq])
