@@ -29,18 +29,16 @@ import json
 import logging
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.openai_server import count_prompt_tokens  # noqa: E402
+from tests.openai_server import ServerProcess, count_prompt_tokens  # noqa: E402
 
 MODEL = "gpt-4o-mini"
 WORDS = ["council", "harbour", "bridge", "market", "library", "ferry", "station", "budget", "plan", "vote", "school", "clinic", "museum", "park", "depot", "road", "water", "energy", "bus", "train", "tram", "week", "month", "year", "people", "city", "north", "south", "east", "west"]
@@ -106,28 +104,14 @@ def ideal_seconds(s: Scenario, messages: list[list[dict]]) -> tuple[float, dict]
 
 # ---- the server -------------------------------------------------------------------------------------------------
 
-def start_server(s: Scenario, seed: int) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, str(REPO / "tests" / "openai_server.py"), "--port", "0", "--latency", str(s.latency),
-           "--latency-jitter", str(s.jitter), "--rpm", str(s.rpm), "--tpm", str(s.tpm),
-           "--rate-window", str(s.window_s), "--error-rate", str(s.error_rate), "--drop-rate", str(s.drop_rate),
-           "--seed", str(seed)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    url = proc.stdout.readline().strip()
-    if not url.startswith("http"):
-        proc.kill()
-        raise SystemExit("the test server did not start")
-    return proc, url
+def start_server(s: Scenario, seed: int) -> ServerProcess:
+    return ServerProcess("--latency", str(s.latency), "--latency-jitter", str(s.jitter), "--rpm", str(s.rpm),
+                         "--tpm", str(s.tpm), "--rate-window", str(s.window_s), "--error-rate", str(s.error_rate),
+                         "--drop-rate", str(s.drop_rate), "--seed", str(seed))
 
 
-def control(url: str, path: str, method: str = "GET") -> dict:
-    req = urllib.request.Request(url.removesuffix("/v1") + path, method=method,
-                                 data=b"" if method == "POST" else None)
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
-def reset(url: str, s: Scenario) -> None:
-    control(url, "/_control/reset", "POST")
+def reset(server: ServerProcess, s: Scenario) -> None:
+    server.reset()
     time.sleep(1.1 if s.window_s < 60 else 0.1)  # a new server books for the 60-second scenario's window
 
 
@@ -217,18 +201,18 @@ def warm_up(url: str) -> None:
 def run_scenario(s: Scenario, seed: int, skip_baseline: bool) -> dict:
     messages = chat_requests(s, seed)
     ideal, parts = ideal_seconds(s, messages)
-    server, url = start_server(s, seed)
     results = {}
-    try:
+    with start_server(s, seed) as server:
+        url = server.url
         warm_up(url)
         with tempfile.TemporaryDirectory() as tmp:
             contenders = [("aigc", lambda: run_aigc(s, url, Path(tmp) / "aigc", messages))]
             if not skip_baseline:
                 contenders.append(("gather", lambda: run_baseline(s, url, messages)))
             for name, run in contenders:
-                reset(url, s)
+                reset(server, s)
                 figures = run()
-                stats = control(url, "/_control/stats")["stats"]
+                stats = server.stats
                 done_all = figures["failed"] == 0
                 figures.update(
                     efficiency=round(ideal / figures["wall_s"], 3) if done_all else None,
@@ -240,9 +224,6 @@ def run_scenario(s: Scenario, seed: int, skip_baseline: bool) -> dict:
                     server_errors=sum(n for code, n in stats["errors_by_status"].items() if int(code) >= 500),
                     dropped=stats["dropped"])
                 results[name] = figures
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     if "gather" in results:
         results["aigc"]["wall_vs_gather"] = round(results["aigc"]["wall_s"] / results["gather"]["wall_s"], 3)
     return {"scenario": asdict(s), "ideal_s": round(ideal, 2), "ideal_parts_s": parts, "results": results}

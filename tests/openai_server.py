@@ -32,10 +32,12 @@ import re
 import signal
 import socket
 import socketserver
+import subprocess
 import sys
 import threading
 import time
 import traceback
+import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -49,8 +51,8 @@ try:
 except ImportError:  # run as a script from the tests folder
     from fake_fine_tuning import FORBIDDEN_MESSAGE, FineTuning
 
-__all__ = ["Dialect", "FakeOpenAIServer", "Fault", "RecordedRequest", "count_prompt_tokens", "duration",
-           "example_instance", "FORBIDDEN_MESSAGE"]
+__all__ = ["Dialect", "FakeOpenAIServer", "Fault", "RecordedRequest", "ServerProcess", "count_prompt_tokens",
+           "duration", "example_instance", "FORBIDDEN_MESSAGE"]
 
 _O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4")
 
@@ -1292,6 +1294,51 @@ def _jsonl(items: list[dict]) -> bytes:
 
 
 # ---- running as a process -----------------------------------------------------------------------------------
+
+
+class ServerProcess:
+    """The server in a process of its own, started with :func:`main`'s flags, as a real API runs: a test of
+    timing (rate limits) then measures the client, not an interpreter the two share. ``control`` scripts it.
+
+        with ServerProcess("--rpm", "1200") as server:
+            client = openai.OpenAI(base_url=server.url, api_key="sk-test")
+            server.stats["rate_limited"]
+    """
+
+    def __init__(self, *flags: str) -> None:
+        self.flags = flags
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def __enter__(self) -> ServerProcess:
+        command = [sys.executable, str(Path(__file__).resolve()), "--port", "0", *self.flags]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        self.url = self.process.stdout.readline().strip()
+        if not self.url.startswith("http"):
+            self.__exit__()
+            raise RuntimeError(f"the test server did not start: {' '.join(command)}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        self.process.stdout.close()
+
+    def control(self, path: str, payload: Any = None) -> dict:
+        """GET ``/_control/<path>``, or POST ``payload`` as JSON to it."""
+        request = urllib.request.Request(f"{self.url.removesuffix('/v1')}/_control/{path}",
+                                         data=None if payload is None else json.dumps(payload).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self.control("stats")["stats"]
+
+    def reset(self) -> None:
+        self.control("reset", {})
+
 
 
 def _context_window(text: str) -> tuple[str, int]:

@@ -10,23 +10,18 @@ import asyncio
 import http.client
 import json
 import re
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 
 import openai
 import pydantic
 import pytest
 
 from aigc.tokens import get_encoding
-from tests.openai_server import FakeOpenAIServer, Fault
+from tests.openai_server import FakeOpenAIServer, Fault, ServerProcess
 
-REPO = Path(__file__).resolve().parent.parent
 HELLO = [{"role": "user", "content": "Say hello to the whole wide world in one short and friendly sentence please"}]
 
 
@@ -484,33 +479,18 @@ def test_a_batch_can_be_cancelled(client):
 # ---- as a separate process ------------------------------------------------------------------------------------
 
 
-def control(url, path, payload=None):
-    request = urllib.request.Request(
-        url.removesuffix("/v1") + path,
-        data=None if payload is None else json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.loads(response.read())
-
-
 def test_the_server_runs_as_a_process_scripted_over_http():
-    command = [sys.executable, str(REPO / "tests" / "openai_server.py"), "--port", "0", "--api-key", "sk-test"]
-    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True) as process:
-        try:
-            url = process.stdout.readline().strip()
-            assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", url)
-            control(url, "/_control/faults", [{"status": 429, "retry_after": 0.2, "code": "rate_limit_exceeded"}])
-            control(url, "/_control/replies", ["scripted"])
-            with openai.OpenAI(base_url=url, api_key="sk-test", max_retries=0) as client:
-                with pytest.raises(openai.RateLimitError):
-                    ask(client)
-                assert ask(client).choices[0].message.content == "scripted"
-            stats = control(url, "/_control/stats")
-            assert stats["stats"]["rate_limited"] == 1 and stats["stats"]["ok"] == 1
-            assert stats["billed"]["completion_tokens"] == len(get_encoding("o200k_base").encode("scripted"))
-            control(url, "/_control/reset", {})
-            assert control(url, "/_control/stats")["stats"]["requests"] == 0
-        finally:
-            process.terminate()
-        assert process.wait(5) == 0
+    with ServerProcess("--api-key", "sk-test") as server:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", server.url)
+        server.control("faults", [{"status": 429, "retry_after": 0.2, "code": "rate_limit_exceeded"}])
+        server.control("replies", ["scripted"])
+        with openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0) as client:
+            with pytest.raises(openai.RateLimitError):
+                ask(client)
+            assert ask(client).choices[0].message.content == "scripted"
+        stats = server.control("stats")
+        assert stats["stats"]["rate_limited"] == 1 and stats["stats"]["ok"] == 1
+        assert stats["billed"]["completion_tokens"] == len(get_encoding("o200k_base").encode("scripted"))
+        server.reset()
+        assert server.stats["requests"] == 0
+    assert server.process.returncode == 0  # SIGTERM ends it cleanly

@@ -12,7 +12,7 @@ import pytest
 import aigc
 from aigc.backends.openai.wire import duration, rate_limits
 from aigc.ratelimit import PROBE, RateGate
-from aigc.ratelimit.gate import PATIENCE
+from aigc.ratelimit.gate import PATIENCE, TRIAL_WAIT_S
 from tests.openai_server import FakeOpenAIServer
 from tests.openai_server import duration as server_duration
 from tests.test_batch_job import FakeTime as _FakeTime
@@ -41,7 +41,7 @@ def test_openai_style_headers_are_read_durations_included():
 
 async def test_limits_are_learned_after_a_cautious_start():
     t = FakeTime()
-    gate = RateGate(learn=True, guard=0.0, clock=t.clock, sleep=t.sleep)
+    gate = RateGate(learn=True, guard=0.0, cold=0.0, clock=t.clock, sleep=t.sleep)
     slots = [await gate.acquire(100) for _ in range(PROBE)]  # a handful go before anything is known
     waiting = asyncio.ensure_future(gate.acquire(100))
     await asyncio.sleep(0)
@@ -60,7 +60,7 @@ async def test_limits_are_learned_after_a_cautious_start():
 
 async def test_a_server_that_says_nothing_is_not_limited():
     t = FakeTime()
-    gate = RateGate(learn=True, guard=0.0, clock=t.clock, sleep=t.sleep)
+    gate = RateGate(learn=True, guard=0.0, cold=0.0, clock=t.clock, sleep=t.sleep)
     for _ in range(PROBE):
         gate.finished(await gate.acquire(10))
         gate.observe(None)
@@ -71,7 +71,7 @@ async def test_a_server_that_says_nothing_is_not_limited():
 
 
 async def test_configured_limits_are_a_ceiling_and_the_headers_the_truth():
-    gate = RateGate(rpm=600, tpm=100_000, learn=True, guard=0.0)
+    gate = RateGate(rpm=600, tpm=100_000, learn=True, guard=0.0, cold=0.0)
     gate.observe(HEADERS)  # the server allows more: the configured values stand
     assert (gate.rpm, gate.tpm) == (600, 100_000)
     gate.observe({**HEADERS, "limit_requests": 300})  # it allows less: its word wins
@@ -80,7 +80,7 @@ async def test_configured_limits_are_a_ceiling_and_the_headers_the_truth():
 
 async def test_the_pace_rises_while_the_budget_is_large_and_falls_back_for_good_on_a_429():
     t = FakeTime()
-    gate = RateGate(rpm=1200, learn=True, guard=0.0, clock=t.clock, sleep=t.sleep)
+    gate = RateGate(rpm=1200, learn=True, guard=0.0, cold=0.0, clock=t.clock, sleep=t.sleep)
 
     async def second() -> int:
         start, sent = t.now, 0
@@ -101,23 +101,55 @@ async def test_the_pace_rises_while_the_budget_is_large_and_falls_back_for_good_
     assert max(again) <= 21  # one share a second, for good
 
 
-def test_beyond_the_plain_share_one_request_goes_alone_until_it_is_answered():
-    t = FakeTime()
-    gate = RateGate(rpm=600, learn=True, guard=0.0, clock=t.clock)  # 10 a second
+def beyond_the_plain_share(t: FakeTime) -> tuple[RateGate, object]:
+    """A gate at 10 requests a second that has sent 10, raised its pace, and sent an 11th: a trial."""
+    gate = RateGate(rpm=600, learn=True, guard=0.0, cold=0.0, clock=t.clock)
     for _ in range(10):
         assert gate.reserve(1)[1] == 0
         t.now += 0.01
     gate.observe(HEADERS)  # most of the minute left: the pace rises to 12 a second
     trial, _ = gate.reserve(1)
+    assert trial is not None and trial.trial
+    return gate, trial
+
+
+def test_beyond_the_plain_share_one_request_goes_alone_until_it_is_answered():
+    t = FakeTime()
+    gate, trial = beyond_the_plain_share(t)
     t.now += 0.01
-    assert trial is not None and gate.reserve(1)[0] is None  # the 12th waits for the 11th's answer
+    assert gate.reserve(1)[0] is None  # the 12th waits for the 11th's answer
+    t.now += 1.0
+    assert gate.reserve(1)[0] is None  # so does one that would fit the plain share by now
     gate.finished(trial)  # answered without a 429: the server counts over longer windows
+    assert gate.reserve(1)[0] is not None
+
+
+def test_the_second_trial_the_server_lets_in_confirms_the_higher_pace():
+    t = FakeTime()
+    gate, first = beyond_the_plain_share(t)
+    gate.finished(first)  # got in, but one request that reached the server late would have let it in too
+    t.now += 0.01
+    second, _ = gate.reserve(1)
+    assert second.trial and second.proof  # the share was exceeded without it
+    gate.finished(second)
+    t.now += 0.2
+    gate.observe(HEADERS)  # the pace rises again
+    third, _ = gate.reserve(1)
+    assert third is not None and not third.trial  # and goes without trials from now on
+
+
+def test_a_trial_that_gets_no_answer_holds_the_others_back_only_so_long():
+    t = FakeTime()
+    gate, trial = beyond_the_plain_share(t)
+    t.now += TRIAL_WAIT_S - 0.1
+    assert gate.reserve(1)[0] is None
+    t.now += 0.1  # stalled: the others go on at the plain pace, the higher one still unconfirmed
     assert gate.reserve(1)[0] is not None
 
 
 async def test_a_low_budget_slows_the_pace_down_again():
     t = FakeTime()
-    gate = RateGate(rpm=1200, learn=True, guard=0.0, clock=t.clock, sleep=t.sleep)
+    gate = RateGate(rpm=1200, learn=True, guard=0.0, cold=0.0, clock=t.clock, sleep=t.sleep)
     for _ in range(200):
         slot = await gate.acquire(1)
         gate.observe(HEADERS)
@@ -129,7 +161,7 @@ async def test_a_low_budget_slows_the_pace_down_again():
 
 def test_a_small_request_takes_room_a_large_one_is_waiting_for():
     t = FakeTime()
-    gate = RateGate(tpm=60_000, guard=0.0, clock=t.clock)  # 1,000 tokens a second
+    gate = RateGate(tpm=60_000, guard=0.0, cold=0.0, clock=t.clock)  # 1,000 tokens a second
     start = t.now
     assert gate.reserve(700)[1] == 0
     slot, wait = gate.reserve(500)
@@ -142,7 +174,7 @@ def test_a_small_request_takes_room_a_large_one_is_waiting_for():
 
 def test_a_request_that_waited_long_books_ahead_and_the_others_keep_clear():
     t = FakeTime()
-    gate = RateGate(tpm=60_000, guard=0.0, clock=t.clock)
+    gate = RateGate(tpm=60_000, guard=0.0, cold=0.0, clock=t.clock)
     start = t.now
     gate.reserve(900)
     slot, wait = gate.reserve(800, waited=PATIENCE)  # waited two windows: it books the moment it fits
@@ -155,18 +187,36 @@ def test_a_request_that_waited_long_books_ahead_and_the_others_keep_clear():
 
 def test_429s_for_requests_sent_before_the_first_came_back_are_the_same_news():
     t = FakeTime()
-    gate = RateGate(rpm=1200, guard=0.0, clock=t.clock)
+    gate = RateGate(rpm=1200, guard=0.0, cold=0.0, clock=t.clock)
     first, _ = gate.reserve(1)
     t.now += 0.02
     second, _ = gate.reserve(1)
     gate.penalize(0.005, first)  # 5 ms too early: the margin widens by twice that and a little
     gate.penalize(0.005, second)  # already in flight when the first 429 came: nothing more to learn
     assert gate.stats()["margin_s"] == pytest.approx(0.012) and gate.penalties == 2
+    third, _ = gate.reserve(1)
+    gate.penalize(0.001, third)  # too early again, if only just: the margin doubles
+    assert gate.stats()["margin_s"] == pytest.approx(0.024)
+
+
+def test_a_request_on_a_new_connection_counts_from_a_little_later():
+    t = FakeTime()
+    gate = RateGate(rpm=120, guard=0.0, cold=0.05, clock=t.clock)  # 2 a second
+    first, _ = gate.reserve(1)  # nothing in flight has ever been answered: a new connection
+    t.now += 0.5
+    second, _ = gate.reserve(1)  # two in flight: a second connection
+    gate.finished(first)
+    assert gate.reserve(1) == (None, pytest.approx(0.55))  # the first left at 0 but counts from 0.05
+    t.now += 0.55
+    third, _ = gate.reserve(1)  # the connection the first used is free again: counted as it leaves
+    assert third is not None and gate.reserve(1) == (None, pytest.approx(0.5))  # the second, from 0.55
+    t.now += 0.5
+    assert gate.reserve(1)[0] is not None and gate.reserve(1) == (None, pytest.approx(0.5))  # the third, from 1.05
 
 
 async def test_what_was_sent_while_learning_counts_once_the_limits_are_known():
     t = FakeTime()
-    gate = RateGate(learn=True, guard=0.0, clock=t.clock, sleep=t.sleep)
+    gate = RateGate(learn=True, guard=0.0, cold=0.0, clock=t.clock, sleep=t.sleep)
     times = []
     for _ in range(PROBE):
         gate.finished(await gate.acquire(100))

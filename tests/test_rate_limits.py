@@ -1,15 +1,18 @@
 """Rate limits in the library: ``Client(rpm=..., tpm=...)`` keeps to the server's limits from map, from async
-code and from many threads of one process, through the same gate batch jobs use."""
+code and from many threads of one process, through the same gate batch jobs use. The server runs in a process
+of its own, as a real API does: in this one it would share the interpreter with the client, and how late it
+took a request in would depend on the client's threads rather than on the gate."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import aigc
-from tests.openai_server import FakeOpenAIServer
+from tests.openai_server import ServerProcess
 
 KEY = "sk-test-limits-abcdef123456"
 TEXTS = [f"Item {i}: the ferry left at {i % 24} o'clock with {i * 3} passengers." for i in range(300)]
@@ -18,11 +21,18 @@ LIMITS = dict(rpm=1200, tpm=150_000)
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def server():
+@pytest.fixture(scope="module")
+def process():
     # Limits enforced over 1-second windows: 20 requests and 2,500 tokens in any second.
-    with FakeOpenAIServer(**LIMITS) as s:
-        yield s
+    with ServerProcess("--rpm", str(LIMITS["rpm"]), "--tpm", str(LIMITS["tpm"])) as server:
+        yield server
+
+
+@pytest.fixture
+def server(process):
+    process.reset()
+    time.sleep(1.1)  # the last test's window has passed
+    return process
 
 
 def settings(server) -> dict:
@@ -32,8 +42,11 @@ def settings(server) -> dict:
 
 def check(server, results) -> None:
     assert len(results) == 300 and all(isinstance(r, aigc.Result) for r in results)
-    assert server.stats["ok"] == 300
-    assert server.stats["rate_limited"] <= 5, server.stats
+    stats = server.stats
+    assert stats["ok"] == 300
+    # A few at most: the first requests beyond the plain share (the pace rises until the server says no) and,
+    # on a busy machine, some that reached the server late. Without the gate: about a thousand.
+    assert stats["rate_limited"] <= 10, stats
 
 
 def test_client_map_keeps_to_the_limits(server):

@@ -9,7 +9,8 @@ request is only sent when the server will accept it. A request is counted when i
 as it fits; waiting, it holds nothing, so a smaller one that fits the room left goes first. One that has
 waited two window lengths (or is larger than a whole share) books the earliest moment it fits instead, and
 the others keep clear of it. Two never leave within 10 ms of each other: the server takes a burst in one by
-one, so the last of a long burst would reach its books later than we counted it.
+one, so the last of a long burst would reach its books later than we counted it. The run's first second, and
+a request that needs a new connection, count from 50 ms after they leave (handshakes; both ends warming up).
 
 **The limits.** Configured ``rpm``/``tpm`` are a ceiling; the server's ``x-ratelimit-limit-*`` headers are the
 truth when lower. With none configured, the limits are learned from the first answers: until then only a
@@ -19,10 +20,11 @@ handful of requests go out (a server that sends no such headers is not limited a
 shares, starting at 1: servers that count over whole minutes let a small job go much faster. While the
 headers show more than half of the minute's budget left and no 429 has come back, the boost grows every fifth
 of a second (or every 1.5 round trips, if longer, so the answers to one raise come back before the next): by
-a fifth at first, then by 10 points more each time up to a half, and until one request beyond the plain
-share has been answered without a 429, such requests go one at a time; a 429 drops it to 1 at once and
-keeps it there (the server counts over short windows), and a budget running low shrinks it again. The minute
-window keeps the whole run under the limit.
+a fifth at first, then by 10 points more each time up to a half. Until the server has let two requests
+beyond the plain share in (one that reached it late can let one in), such a request goes alone: nothing
+else leaves before its answer, so a server that counts short windows costs one 429. A 429 drops the boost
+to 1 at once and keeps it there (the server counts over short windows), and a budget running low shrinks it
+again. The minute window keeps the whole run under the limit.
 
 +------------------------------+-----------------------------------------------+
 | the server says              | the gate does                                 |
@@ -32,7 +34,7 @@ window keeps the whole run under the limit.
 | < 25 % remaining             | halves the pace (not below one share)          |
 | 429 (+ Retry-After)          | pace back to one share for good; everyone      |
 |                              | waits out the Retry-After; at one share, the   |
-|                              | margin widens by twice the Retry-After         |
+|                              | margin doubles (or widens by 2× Retry-After)   |
 | 5xx / dropped connection     | nothing: the attempt keeps its place (counted) |
 +------------------------------+-----------------------------------------------+
 

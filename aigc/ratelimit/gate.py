@@ -18,13 +18,19 @@ __all__ = ["RateGate", "Slot", "PROBE"]
 
 
 # Margin for the time between the moment a request is counted here and the moment the server counts it (a
-# few milliseconds on a quiet machine, and they vary). A 429 at the plain pace widens the margin by twice
-# the Retry-After it came with (how much too early it was), at most WIDEN (a busy machine delivers less
-# evenly); every QUIET admissions without one halve the extra again.
+# few milliseconds on a quiet machine, and they vary). A 429 at the plain pace at least doubles the margin,
+# or widens it by twice the Retry-After it came with (how much too early it was) up to WIDEN if that is
+# more: a busy machine or network delivers less evenly, and one 429 more is dearer than a few milliseconds.
+# Every QUIET admissions without one halve the extra again.
 GUARD_S = 0.01
 WIDEN = 0.02
 MAX_GUARD_S = 0.25
 QUIET = 200
+# A request that needs a connection nobody has opened yet (more in flight than ever before) reaches the
+# server's books later still: a TCP and a TLS handshake, a round trip or two. So do the others of the first
+# second, while both ends warm up, and less evenly. Their places count from this much after they leave (the
+# first requests to a server on the same machine: 8-30 ms on a quiet machine, up to 60 ms on a busy one).
+COLD_S = 0.05
 # A request goes the moment it fits, so a small one may take room a larger one is waiting for; one that has
 # waited this many window lengths books the earliest moment it fits instead, and the others keep clear of it.
 PATIENCE = 2.0
@@ -37,6 +43,10 @@ MAX_COOLDOWN_S = 60.0
 # Learning the limits: requests allowed in flight before an answer says them, and how often to look again.
 PROBE = 4
 POLL_S = 0.05
+# Until a request beyond the plain share has been answered without a 429, such a request goes alone: nothing
+# else leaves while it is out (for at most this long, or three round trips), so a server that counts over
+# short windows answers one 429 for it, not one for every request sent before that answer came back.
+TRIAL_WAIT_S = 2.0
 # The pace: raised every RAISE_EVERY seconds (or 1.5 round trips, if longer: the answers to the last raise
 # come back before the next) while over HIGH of the budget is left, by RAISE at first and by STEP more each
 # time up to MAX_RAISE (a cautious probe, then faster); lowered by LOWER under LOW; never above MAX_BOOST
@@ -59,7 +69,8 @@ class Slot:
     epoch: int = 0  # the gate's cooldown count when it was booked: a later 429 voids a slot ahead
     probe: bool = False  # sent before the limits were known: counts against the handful allowed in flight
     trial: bool = False  # the first request beyond the plain share: the next wait for its answer
-    proof: bool = False  # a trial beyond the share by the server's count as well: its answer settles it
+    proof: bool = False  # a trial after one that got in: its answer settles it
+    out: bool = True  # in flight: not yet finished (or voided)
 
 
 class RateGate:
@@ -68,7 +79,7 @@ class RateGate:
     ``gate.observe(limits)`` with what each answer's headers said."""
 
     def __init__(self, rpm: float | None = None, tpm: float | None = None, *, learn: bool = False,
-                 guard: float = GUARD_S, clock: Callable[[], float] = time.monotonic,
+                 guard: float = GUARD_S, cold: float = COLD_S, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  sleep_blocking: Callable[[float], None] = time.sleep) -> None:
         self.ceiling = (rpm, tpm)
@@ -76,9 +87,12 @@ class RateGate:
         self._clock, self._sleep, self._sleep_blocking = clock, sleep, sleep_blocking
         self._lock = threading.Lock()
         self._base_guard = self._guard = guard
+        self._cold = cold
+        self._out = self._connections = 0  # requests in flight now, and the most ever (connections opened)
+        self._first: float | None = None  # when the first request left
         self._limits: dict[str, Limit] = {}
         self._boost, self._raise = 1.0, RAISE
-        # Until a request beyond the plain share has been answered without a 429, only one such goes at a time.
+        # Until a request beyond the plain share has been answered without a 429, it goes alone (TRIAL_WAIT_S).
         self._confirmed = False
         self._trial: Slot | None = None
         self._recent: deque[tuple[float, int]] = deque()  # (time, tokens) of the requests counted
@@ -129,9 +143,15 @@ class RateGate:
                     return None, POLL_S
                 self._probing += probe
                 self.acquired += 1
+                self._count_out(now)
                 self._recent.append((now, tokens))
                 self._forget(now)
                 return Slot(self, now, epoch=self._epoch, probe=probe), 0.0
+            if self._trial is not None:  # a request beyond the plain share is out: its answer settles the pace
+                if now - self._trial.at < max(TRIAL_WAIT_S, 3 * self._rtt):
+                    self._hold(now, "requests", POLL_S)
+                    return None, POLL_S
+                self._trial = None  # no answer yet (a stalled request): the pace goes on unconfirmed
             at = max(now, self._cool_until)
             reason = "429s" if at > now else ""
             for limit in self._limits.values():
@@ -155,21 +175,23 @@ class RateGate:
                     break
             trial = not self._confirmed and self._boost > 1 and not all(
                 limit.share.fits(at, tokens if limit.tokens else 1, limit.base) for limit in self._limits.values())
-            if trial and self._trial is not None:  # beyond the plain share: one at a time until one is answered
-                at, reason, ahead = max(at, now + POLL_S), "requests", False
             if at > now and not ahead:
                 self._hold(now, reason, at - now)
                 return None, at - now
-            # Only a trial beyond the share whatever the server's clock (within a tenth of the window) proves it
-            proof = trial and any(limit.share.load(at, 0.9 * limit.span) + (tokens if limit.tokens else 1)
-                                  > limit.base for limit in self._limits.values())
+            # A trial proves the server counts over longer windows only if the share was already exceeded
+            # without it (an earlier trial got in) within 0.9 of the window: one request that reached the
+            # server late, after the trial, can let one trial in, not two, and the clocks differ by a little.
+            proof = trial and any(limit.share.load(at, 0.9 * limit.span) > limit.base + EPS
+                                  for limit in self._limits.values())
             slot = Slot(self, at, epoch=self._epoch, trial=trial, proof=proof)
             if trial:
                 self._trial = slot
+            cold = self._count_out(at) or at < self._first + min(limit.span for limit in self._limits.values())
+            counted = at + (self._cold if cold else 0.0)
             for limit in self._limits.values():
                 amount = tokens if limit.tokens else 1
-                slot.places += [(limit.share, limit.share.add(at, amount)),
-                                (limit.minute, limit.minute.add(at, amount))]
+                slot.places += [(limit.share, limit.share.add(counted, amount)),
+                                (limit.minute, limit.minute.add(counted, amount))]
             bisect.insort(self._booked, at)
             del self._booked[:bisect.bisect_left(self._booked, now - 1.0)]
             self.acquired += 1
@@ -181,6 +203,15 @@ class RateGate:
             self._recent.append((at, tokens))
             self._forget(now)
             return slot, at - now
+
+    def _count_out(self, at: float) -> bool:
+        """One more request in flight, leaving at ``at``; True if it needs a new connection (called holding
+        the lock)."""
+        self._first = at if self._first is None else self._first
+        self._out += 1
+        cold = self._out > self._connections
+        self._connections = max(self._connections, self._out)
+        return cold
 
     def _spaced(self, t: float, gap: float) -> float:
         """The first moment from ``t`` on that is at least ``gap`` away from every other booking."""
@@ -209,6 +240,7 @@ class RateGate:
             return False
         if wait > 0 and slot.epoch != self._epoch:
             self._release(slot)
+            self._back(slot)
             return False
         return True
 
@@ -241,6 +273,7 @@ class RateGate:
         beyond the plain share answered without a 429 lets the raised pace go."""
         if slot is None:
             return
+        self._back(slot)
         with self._lock:
             self._rtt = 0.8 * self._rtt + 0.2 * max(0.0, self._clock() - slot.at)
             if slot.probe:
@@ -249,6 +282,13 @@ class RateGate:
             if slot is self._trial:  # answered (or failed after the server counted it) without a 429 since
                 self._trial = None
                 self._confirmed = self._confirmed or (slot.proof and slot.epoch == self._epoch)
+
+    def _back(self, slot: Slot) -> None:
+        """``slot`` is no longer in flight (answered, or void before it left)."""
+        with self._lock:
+            if slot.out:
+                slot.out = False
+                self._out -= 1
 
     def _release(self, slot: Slot) -> None:
         with self._lock:
@@ -328,7 +368,7 @@ class RateGate:
             if self._boost > 1:  # the pace had outrun the server's windows: back to one share, for good
                 self._boost = 1.0
             else:  # at the plain pace: we counted it earlier than the server did by about its Retry-After
-                self._guard = min(MAX_GUARD_S, self._guard + min(WIDEN, 2 * pause + 0.002))
+                self._guard = min(MAX_GUARD_S, max(2 * self._guard, self._guard + min(WIDEN, 2 * pause + 0.002)))
             self._set_guard(self._guard)
 
     def _set_guard(self, guard: float) -> None:
