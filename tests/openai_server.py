@@ -391,6 +391,10 @@ class _RateWindow:
         if wait <= 0:
             self._admitted.append((now, tokens))
             self._tokens += tokens
+            i = len(self._admitted) - 1
+            while i > 0 and self._admitted[i - 1][0] > now:  # two taken in moments apart, in the other order
+                self._admitted[i - 1], self._admitted[i] = self._admitted[i], self._admitted[i - 1]
+                i -= 1
         return wait
 
     def remaining(self, now: float, rpm: float | None, tpm: float | None) -> dict[str, str]:
@@ -475,10 +479,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve()
 
     def _serve(self) -> None:
+        arrived = time.monotonic()  # the request line and headers are in: limits count from here
         try:
             raw = self._read_body()
             try:
-                answer = self.server.fake._dispatch(self.command, self.path, dict(self.headers), raw)
+                answer = self.server.fake._dispatch(self.command, self.path, dict(self.headers), raw, arrived)
             except Exception as err:  # a bug here or in a reply callable: say so rather than hang up
                 traceback.print_exc()
                 answer = _ApiError(500, f"The test server failed: {err!r}", type="server_error").answer()
@@ -747,7 +752,8 @@ class FakeOpenAIServer:
         ("POST", re.compile(r"/v1/fine_tuning/jobs/([^/]+)/cancel"), "_ft_cancel", True),
     ]
 
-    def _dispatch(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> _Answer:
+    def _dispatch(self, method: str, target: str, headers: dict[str, str], raw: bytes,
+                  arrived: float | None = None) -> _Answer:
         path = urlsplit(target).path
         if path.startswith("/_control/"):
             return self._control(method, path, raw)
@@ -764,7 +770,7 @@ class FakeOpenAIServer:
                 raise _ApiError(404, f"Invalid URL ({method} {path})")
             self._authorize(headers)
             if name == "_chat":
-                self._admit_arrival(raw)
+                self._admit_arrival(raw, time.monotonic() if arrived is None else arrived)
             headers = {**headers, "x-query-string": urlsplit(target).query}  # for handlers that read it
             record.fault = self._next_fault() if faultable else None
             answer = self._apply_fault(record.fault) or getattr(self, name)(raw, headers, record.fault, *args)
@@ -860,15 +866,16 @@ class FakeOpenAIServer:
 
     # -- chat completions
 
-    def _admit_arrival(self, raw: bytes) -> None:
+    def _admit_arrival(self, raw: bytes, arrived: float) -> None:
         """Rate limits apply when a request arrives, before anything else can go wrong with it: a request that
-        then fails (5xx, dropped connection) still counted, as on OpenAI; one answered 429 did not."""
+        then fails (5xx, dropped connection) still counted, as on OpenAI; one answered 429 did not. It counts
+        from the moment it ``arrived``, however long this server then took to read and count it."""
         try:
             body = json.loads(raw)
             prompt_tokens = count_prompt_tokens(body["model"], body["messages"])
         except (ValueError, KeyError, TypeError, AttributeError):
             return  # malformed: _chat answers it with a 400
-        self._admit(body, prompt_tokens)
+        self._admit(body, prompt_tokens, arrived)
 
     def _chat(self, raw: bytes, headers: dict[str, str], fault: Fault | None) -> _Answer:
         body = _parse_json(raw)
@@ -946,12 +953,12 @@ class FakeOpenAIServer:
             param="messages", code="context_length_exceeded",
         )
 
-    def _admit(self, body: dict, prompt_tokens: int) -> None:
+    def _admit(self, body: dict, prompt_tokens: int, arrived: float) -> None:
         if not (self.rpm or self.tpm):
             return
         cost = prompt_tokens + (body.get("max_completion_tokens") or body.get("max_tokens") or 0)
         with self._lock:
-            wait = self._window.admit(time.monotonic(), cost, self.rpm, self.tpm)
+            wait = self._window.admit(arrived, cost, self.rpm, self.tpm)
         if wait > 0:
             wait_ms = math.ceil(wait * 1000)
             raise _ApiError(429, f"Rate limit reached for {body['model']}. Please try again in {wait_ms}ms.",
@@ -1380,6 +1387,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    for model in ("gpt-4o-mini", "gpt-4"):  # warm before it says it is up, as a real API is
+        _count(model, "warm")
     with server:
         print(server.url, flush=True)
         while not stop.wait(0.5):

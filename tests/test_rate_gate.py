@@ -191,12 +191,12 @@ def test_429s_for_requests_sent_before_the_first_came_back_are_the_same_news():
     first, _ = gate.reserve(1)
     t.now += 0.02
     second, _ = gate.reserve(1)
-    gate.penalize(0.005, first)  # 5 ms too early: the margin widens by twice that and a little
+    gate.penalize(0.005, first)  # 5 ms too early, and back after 20 ms: the server counted late by 15 ms
     gate.penalize(0.005, second)  # already in flight when the first 429 came: nothing more to learn
-    assert gate.stats()["margin_s"] == pytest.approx(0.012) and gate.penalties == 2
+    assert gate.stats()["margin_s"] == pytest.approx(0.015) and gate.penalties == 2
     third, _ = gate.reserve(1)
     gate.penalize(0.001, third)  # too early again, if only just: the margin doubles
-    assert gate.stats()["margin_s"] == pytest.approx(0.024)
+    assert gate.stats()["margin_s"] == pytest.approx(0.03)
 
 
 def test_a_request_on_a_new_connection_counts_from_a_little_later():
@@ -212,6 +212,37 @@ def test_a_request_on_a_new_connection_counts_from_a_little_later():
     assert third is not None and gate.reserve(1) == (None, pytest.approx(0.5))  # the second, from 0.55
     t.now += 0.5
     assert gate.reserve(1)[0] is not None and gate.reserve(1) == (None, pytest.approx(0.5))  # the third, from 1.05
+
+
+def test_a_request_held_up_after_it_was_counted_counts_from_when_it_leaves():
+    t = FakeTime()
+    gate = RateGate(rpm=120, guard=0.0, cold=0.0, clock=t.clock)  # 2 a second
+    first, _ = gate.reserve(1)
+    t.now += 0.1
+    second, _ = gate.reserve(1)
+    t.now += 0.2  # a busy interpreter: the first request leaves 0.3 s after its slot
+    gate.left_late(first)
+    t.now += 0.2
+    gate.left_late(first)  # its SDK's next request: no news
+    t.now += 0.6
+    assert gate.reserve(1)[0] is not None  # the second's place has gone
+    assert gate.reserve(1) == (None, pytest.approx(0.2))  # the first's counts from 0.3
+
+
+def test_the_hosted_client_tells_the_gate_when_each_request_leaves(monkeypatch):
+    left = []
+    monkeypatch.setattr(RateGate, "left_late", lambda self, slot: left.append(slot))
+    options = dict(api_key="sk-test", model="gpt-4o-mini", rpm=600, ledger=False)
+
+    async def from_async_code(url):
+        async with aigc.AsyncClient(base_url=url, **options) as client:
+            return await client.summarize("The ferry left at noon.")
+
+    with FakeOpenAIServer() as server:
+        with aigc.Client(base_url=server.url, **options) as client:
+            client.summarize("The ferry left at noon.")
+        asyncio.run(from_async_code(server.url))
+    assert len(left) == 2 and left[0] is not left[1]
 
 
 async def test_what_was_sent_while_learning_counts_once_the_limits_are_known():

@@ -34,7 +34,7 @@ again. The minute window keeps the whole run under the limit.
 | < 25 % remaining             | halves the pace (not below one share)          |
 | 429 (+ Retry-After)          | pace back to one share for good; everyone      |
 |                              | waits out the Retry-After; at one share, the   |
-|                              | margin doubles (or widens by 2× Retry-After)   |
+|                              | margin doubles (or more: Retry-After + RTT/2)  |
 | 5xx / dropped connection     | nothing: the attempt keeps its place (counted) |
 +------------------------------+-----------------------------------------------+
 
@@ -46,7 +46,7 @@ one gate serves sync code, async code and threads alike.
 
 from __future__ import annotations
 
-from .gate import PROBE, RateGate, Slot
+from .gate import PROBE, RateGate, Slot, leaving
 from .windows import Window, share
 
-__all__ = ["RateGate", "Window", "Slot", "PROBE", "share"]
+__all__ = ["RateGate", "Window", "Slot", "PROBE", "leaving", "share"]

@@ -14,13 +14,14 @@ from typing import Any
 
 from .windows import EPS, Limit, Window
 
-__all__ = ["RateGate", "Slot", "PROBE"]
+__all__ = ["RateGate", "Slot", "PROBE", "leaving"]
 
 
 # Margin for the time between the moment a request is counted here and the moment the server counts it (a
-# few milliseconds on a quiet machine, and they vary). A 429 at the plain pace at least doubles the margin,
-# or widens it by twice the Retry-After it came with (how much too early it was) up to WIDEN if that is
-# more: a busy machine or network delivers less evenly, and one 429 more is dearer than a few milliseconds.
+# few milliseconds on a quiet machine, and they vary). A 429 at the plain pace means the server counted an
+# earlier request later than we did, by at least its Retry-After (up to WIDEN: a longer one speaks of other
+# traffic, not of lateness) plus half the 429's round trip: the margin widens by that, or doubles if that is
+# more (a busy machine or network delivers less evenly, and one 429 more is dearer than a few milliseconds).
 # Every QUIET admissions without one halve the extra again.
 GUARD_S = 0.01
 WIDEN = 0.02
@@ -71,6 +72,7 @@ class Slot:
     trial: bool = False  # the first request beyond the plain share: the next wait for its answer
     proof: bool = False  # a trial after one that got in: its answer settles it
     out: bool = True  # in flight: not yet finished (or voided)
+    left: bool = False  # its request has left (see :func:`leaving`)
 
 
 class RateGate:
@@ -283,6 +285,23 @@ class RateGate:
                 self._trial = None
                 self._confirmed = self._confirmed or (slot.proof and slot.epoch == self._epoch)
 
+    def left_late(self, slot: Slot) -> None:
+        """``slot``'s request leaves now. A busy interpreter (many threads, one lock) can hold it back for
+        tens of milliseconds after it was counted; the server counts it from when it arrives, so its places
+        move as late as it is. Only its first leaving counts (the SDK's other requests go by too)."""
+        with self._lock:
+            if slot.left:
+                return
+            slot.left = True
+            late = self._clock() - slot.at
+            if late <= 0.001:
+                return
+            moved = []
+            for window, (when, amount) in slot.places:
+                window.remove((when, amount))
+                moved.append((window, window.add(when + late, amount)))
+            slot.places = moved
+
     def _back(self, slot: Slot) -> None:
         """``slot`` is no longer in flight (answered, or void before it left)."""
         with self._lock:
@@ -367,8 +386,9 @@ class RateGate:
             self._epoch += 1  # slots booked ahead before now are void: their holders queue again
             if self._boost > 1:  # the pace had outrun the server's windows: back to one share, for good
                 self._boost = 1.0
-            else:  # at the plain pace: we counted it earlier than the server did by about its Retry-After
-                self._guard = min(MAX_GUARD_S, max(2 * self._guard, self._guard + min(WIDEN, 2 * pause + 0.002)))
+            else:  # at the plain pace: the server counted a request later than we did (see GUARD_S)
+                late = min(WIDEN, retry_after or 0.0) + max(0.0, now - slot.at) / 2 if slot is not None else 0.0
+                self._guard = min(MAX_GUARD_S, max(2 * self._guard, self._guard + late))
             self._set_guard(self._guard)
 
     def _set_guard(self, guard: float) -> None:
@@ -411,3 +431,11 @@ def _lower(ceiling: float | None, heard: float | None) -> float | None:
     if heard is None:
         return ceiling
     return heard if ceiling is None else min(ceiling, heard)
+
+
+def leaving() -> None:
+    """The caller's request is leaving now: called by the HTTP client just before it sends (a request hook),
+    in the thread or task that took the slot."""
+    slot = _LAST.get()
+    if slot is not None:
+        slot.gate.left_late(slot)

@@ -17,6 +17,8 @@ more than the rest of aigc's own work).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,7 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from ... import errors
+from ...ratelimit import leaving
 from ...types import ChatRequest, Completion, StreamDelta
 from . import wire
 from .capabilities import CapabilityStore
@@ -77,13 +80,13 @@ class OpenAIBackend(ServerBase):
     @property
     def client(self) -> openai.OpenAI:
         if self._client is None:
-            self._client = openai.OpenAI(**self._client_kwargs())
+            self._client = openai.OpenAI(**self._client_kwargs(), http_client=_Http())
         return self._client
 
     @property
     def async_client(self) -> openai.AsyncOpenAI:
         if self._async_client is None:
-            self._async_client = openai.AsyncOpenAI(**self._client_kwargs())
+            self._async_client = openai.AsyncOpenAI(**self._client_kwargs(), http_client=_AsyncHttp())
         return self._async_client
 
     def batch_api(self) -> BatchApi:
@@ -244,3 +247,35 @@ def _last(deltas: Iterator[StreamDelta]) -> Completion:
     for delta in deltas:
         completion = delta.completion or completion
     return completion  # type: ignore[return-value]
+
+
+class _Http(openai.DefaultHttpxClient):
+    """The SDK's HTTP client with the SDK's defaults, telling the rate gate as each request leaves (a request
+    hook); closed when dropped unclosed, as the SDK's own is."""
+
+    def __init__(self) -> None:
+        super().__init__(event_hooks={"request": [_leaving]})
+
+    def __del__(self) -> None:
+        if not self.is_closed:
+            with contextlib.suppress(Exception):
+                self.close()
+
+
+class _AsyncHttp(openai.DefaultAsyncHttpxClient):
+    def __init__(self) -> None:
+        super().__init__(event_hooks={"request": [_aleaving]})
+
+    def __del__(self) -> None:
+        if not self.is_closed:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().create_task(self.aclose())
+
+
+def _leaving(request: httpx2.Request) -> None:
+    """The rate gate counts the request from now if something held it up after it was counted."""
+    leaving()
+
+
+async def _aleaving(request: httpx2.Request) -> None:
+    leaving()
