@@ -12,7 +12,7 @@ import pytest
 import aigc
 from aigc.backends.openai.wire import duration, rate_limits
 from aigc.ratelimit import PROBE, RateGate
-from aigc.ratelimit.gate import PATIENCE, TRIAL_WAIT_S
+from aigc.ratelimit.policy import PATIENCE, TRIAL_WAIT_S
 from tests.openai_server import FakeOpenAIServer
 from tests.openai_server import duration as server_duration
 from tests.test_batch_job import FakeTime as _FakeTime

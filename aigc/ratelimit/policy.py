@@ -1,0 +1,40 @@
+"""The numbers the rate gate runs on, each with the reason for it (see the package for the policy)."""
+
+# Margin for the time between the moment a request is counted here and the moment the server counts it (a
+# few milliseconds on a quiet machine, and they vary). A 429 at the plain pace means the server counted an
+# earlier request later than we did, by at least its Retry-After (up to WIDEN: a longer one speaks of other
+# traffic, not of lateness) plus half the 429's round trip: the margin widens by that, or doubles if that is
+# more (a busy machine or network delivers less evenly, and one 429 more is dearer than a few milliseconds).
+# Every QUIET admissions without one halve the extra again.
+GUARD_S = 0.01
+WIDEN = 0.02
+MAX_GUARD_S = 0.25
+QUIET = 200
+# A request that needs a connection nobody has opened yet (more in flight than ever before) reaches the
+# server's books later still: a TCP and a TLS handshake, a round trip or two. So do the others of the first
+# second, while both ends warm up, and less evenly. Their places count from this much after they leave (the
+# first requests to a server on the same machine: 8-30 ms on a quiet machine, up to 60 ms on a busy one).
+COLD_S = 0.05
+# A request goes the moment it fits, so a small one may take room a larger one is waiting for; one that has
+# waited this many window lengths books the earliest moment it fits instead, and the others keep clear of it.
+PATIENCE = 2.0
+# Two requests never leave closer together than this (or a quarter of the even spacing, if less): the server
+# takes a burst in one by one, so the last of a long burst reaches its books later than we counted it.
+GAP_S = 0.01
+# After a 429 without a Retry-After, everyone waits this long.
+DEFAULT_COOLDOWN_S = 1.0
+MAX_COOLDOWN_S = 60.0
+# Learning the limits: requests allowed in flight before an answer says them, and how often to look again.
+PROBE = 4
+POLL_S = 0.05
+# Until a request beyond the plain share has been answered without a 429, such a request goes alone: nothing
+# else leaves while it is out (for at most this long, or three round trips), so a server that counts over
+# short windows answers one 429 for it, not one for every request sent before that answer came back.
+TRIAL_WAIT_S = 2.0
+# The pace: raised every RAISE_EVERY seconds (or 1.5 round trips, if longer: the answers to the last raise
+# come back before the next) while over HIGH of the budget is left, by RAISE at first and by STEP more each
+# time up to MAX_RAISE (a cautious probe, then faster); lowered by LOWER under LOW; never above MAX_BOOST
+# one-second shares in a second.
+RAISE, STEP, MAX_RAISE, RAISE_EVERY = 1.2, 0.1, 1.5, 0.2
+HIGH, LOW, LOWER, MAX_BOOST = 0.5, 0.25, 0.5, 60.0
+RECENT_S = 10.0  # the span over which the current pace and what limits it are reported
