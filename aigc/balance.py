@@ -26,6 +26,7 @@ from typing import Any
 import httpx2
 
 from .backends.openai.discovery import server_root
+from .ratelimit import aleaving, leaving
 
 __all__ = ["Upstream", "Upstreams", "BalancingTransport", "AsyncBalancingTransport", "balanced_clients"]
 
@@ -173,8 +174,9 @@ def balanced_clients(base_urls: Sequence[str], api_key: str | None, *, timeout: 
     import openai
 
     common = dict(base_url=base_urls[0], api_key=api_key or "not-needed", max_retries=0, timeout=timeout)
-    sync = openai.OpenAI(**common, http_client=httpx2.Client(transport=BalancingTransport(base_urls, **options),
-                                                             timeout=timeout))
+    sync = openai.OpenAI(**common, http_client=httpx2.Client(
+        transport=BalancingTransport(base_urls, **options), timeout=timeout, event_hooks={"request": [leaving]}))
     asynchronous = openai.AsyncOpenAI(**common, http_client=httpx2.AsyncClient(
-        transport=AsyncBalancingTransport(base_urls, **options), timeout=timeout))
+        transport=AsyncBalancingTransport(base_urls, **options), timeout=timeout,
+        event_hooks={"request": [aleaving]}))
     return sync, asynchronous

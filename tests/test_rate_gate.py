@@ -238,11 +238,14 @@ def test_the_hosted_client_tells_the_gate_when_each_request_leaves(monkeypatch):
         async with aigc.AsyncClient(base_url=url, **options) as client:
             return await client.summarize("The ferry left at noon.")
 
-    with FakeOpenAIServer() as server:
+    with FakeOpenAIServer() as server, FakeOpenAIServer() as other:
         with aigc.Client(base_url=server.url, **options) as client:
             client.summarize("The ferry left at noon.")
         asyncio.run(from_async_code(server.url))
-    assert len(left) == 2 and left[0] is not left[1]
+        monkeypatch.setenv("AIGC_BASE_URLS", f"{server.url},{other.url}")  # spread over two servers
+        with aigc.Client(**options) as client:
+            client.summarize("The ferry left at noon.")
+    assert len(left) == 3 and len({id(slot) for slot in left}) == 3
 
 
 async def test_what_was_sent_while_learning_counts_once_the_limits_are_known():

@@ -47,7 +47,7 @@ one gate serves sync code, async code and threads alike.
 
 from __future__ import annotations
 
-from .gate import PROBE, RateGate, Slot, leaving
+from .gate import PROBE, RateGate, Slot, aleaving, leaving
 from .windows import Window, share
 
-__all__ = ["RateGate", "Window", "Slot", "PROBE", "leaving", "share"]
+__all__ = ["RateGate", "Window", "Slot", "PROBE", "aleaving", "leaving", "share"]

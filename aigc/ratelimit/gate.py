@@ -37,7 +37,7 @@ from .policy import (
 )
 from .windows import EPS, Limit, Window
 
-__all__ = ["RateGate", "Slot", "PROBE", "leaving"]
+__all__ = ["RateGate", "Slot", "PROBE", "aleaving", "leaving"]
 
 
 
@@ -418,9 +418,15 @@ def _lower(ceiling: float | None, heard: float | None) -> float | None:
     return heard if ceiling is None else min(ceiling, heard)
 
 
-def leaving() -> None:
-    """The caller's request is leaving now: called by the HTTP client just before it sends (a request hook),
-    in the thread or task that took the slot."""
+def leaving(request: object = None) -> None:
+    """The caller's request is leaving now: an HTTP client's request hook (``event_hooks={"request":
+    [leaving]}``), run in the thread or task that took the slot. The gate counts it from now if it was held
+    up after it was counted."""
     slot = _LAST.get()
     if slot is not None:
         slot.gate.left_late(slot)
+
+
+async def aleaving(request: object = None) -> None:
+    """:func:`leaving` for an async HTTP client."""
+    leaving()

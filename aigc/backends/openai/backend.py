@@ -27,7 +27,7 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from ... import errors
-from ...ratelimit import leaving
+from ...ratelimit import aleaving, leaving
 from ...types import ChatRequest, Completion, StreamDelta
 from . import wire
 from .capabilities import CapabilityStore
@@ -254,7 +254,7 @@ class _Http(openai.DefaultHttpxClient):
     hook); closed when dropped unclosed, as the SDK's own is."""
 
     def __init__(self) -> None:
-        super().__init__(event_hooks={"request": [_leaving]})
+        super().__init__(event_hooks={"request": [leaving]})
 
     def __del__(self) -> None:
         if not self.is_closed:
@@ -264,18 +264,10 @@ class _Http(openai.DefaultHttpxClient):
 
 class _AsyncHttp(openai.DefaultAsyncHttpxClient):
     def __init__(self) -> None:
-        super().__init__(event_hooks={"request": [_aleaving]})
+        super().__init__(event_hooks={"request": [aleaving]})
 
     def __del__(self) -> None:
         if not self.is_closed:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().create_task(self.aclose())
 
-
-def _leaving(request: httpx2.Request) -> None:
-    """The rate gate counts the request from now if something held it up after it was counted."""
-    leaving()
-
-
-async def _aleaving(request: httpx2.Request) -> None:
-    leaving()
