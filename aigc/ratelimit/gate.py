@@ -40,7 +40,6 @@ from .windows import EPS, Limit, Window
 __all__ = ["RateGate", "Slot", "PROBE", "aleaving", "leaving"]
 
 
-
 # The slot the current thread or task took last, so a rejected attempt can give it back.
 _LAST: ContextVar[Slot | None] = ContextVar("aigc_rate_slot", default=None)
 
@@ -54,7 +53,7 @@ class Slot:
     places: list[tuple[Window, tuple[float, float]]] = field(default_factory=list)
     epoch: int = 0  # the gate's cooldown count when it was booked: a later 429 voids a slot ahead
     probe: bool = False  # sent before the limits were known: counts against the handful allowed in flight
-    trial: bool = False  # the first request beyond the plain share: the next wait for its answer
+    trial: bool = False  # a request beyond the plain share: nothing else leaves before its answer
     proof: bool = False  # a trial after one that got in: its answer settles it
     out: bool = True  # in flight: not yet finished (or voided)
     left: bool = False  # its request has left (see :func:`leaving`)
