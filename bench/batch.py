@@ -110,11 +110,6 @@ def start_server(s: Scenario, seed: int) -> ServerProcess:
                          "--drop-rate", str(s.drop_rate), "--seed", str(seed))
 
 
-def reset(server: ServerProcess, s: Scenario) -> None:
-    server.reset()
-    time.sleep(1.1 if s.window_s < 60 else 0.1)  # a new server books for the 60-second scenario's window
-
-
 # ---- aigc ---------------------------------------------------------------------------------------------------
 
 JOB = """
@@ -210,7 +205,7 @@ def run_scenario(s: Scenario, seed: int, skip_baseline: bool) -> dict:
             if not skip_baseline:
                 contenders.append(("gather", lambda: run_baseline(s, url, messages)))
             for name, run in contenders:
-                reset(server, s)
+                server.reset(settle=1.1 if s.window_s < 60 else 0.1)
                 figures = run()
                 stats = server.stats
                 done_all = figures["failed"] == 0

@@ -1343,8 +1343,10 @@ class ServerProcess:
     def stats(self) -> dict[str, Any]:
         return self.control("stats")["stats"]
 
-    def reset(self) -> None:
+    def reset(self, settle: float = 0.0) -> None:
+        """Forget every request and empty the rate windows, then pause ``settle`` seconds before the next run."""
         self.control("reset", {})
+        time.sleep(settle)
 
 
 

@@ -6,7 +6,6 @@ took a request in would depend on the client's threads rather than on the gate."
 from __future__ import annotations
 
 import asyncio
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -30,8 +29,7 @@ def process():
 
 @pytest.fixture
 def server(process):
-    process.reset()
-    time.sleep(1.1)  # the last test's window has passed
+    process.reset(settle=1.1)
     return process
 
 

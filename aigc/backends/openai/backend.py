@@ -270,4 +270,3 @@ class _AsyncHttp(openai.DefaultAsyncHttpxClient):
         if not self.is_closed:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().create_task(self.aclose())
-
