@@ -87,9 +87,8 @@ class ClientBase(CallPlanner, ABC):
             gate = RateGate(s.rpm, s.tpm, learn=self.backend.reports_limits)
         if retry is None:
             # Behind a rate gate every retry waits its turn too, so the first may come sooner.
-            paced = s.rpm or s.tpm
             retry = RetryPolicy(max_attempts=s.max_attempts, deadline=s.deadline, max_retry_after=s.max_retry_after,
-                                **({"initial_backoff": 0.25, "jitter": 0.25} if paced else {}))
+                                **({"initial_backoff": 0.25, "jitter": 0.25} if gate is not None else {}))
         if budget is None and (s.max_total_tokens or s.max_cost_usd):
             from .budget import Budget
 

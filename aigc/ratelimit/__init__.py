@@ -35,7 +35,7 @@ again. The minute window keeps the whole run under the limit.
 | < 25 % remaining             | halves the pace (not below one share)          |
 | 429 (+ Retry-After)          | pace back to one share for good; everyone      |
 |                              | waits out the Retry-After; at one share, the   |
-|                              | margin doubles (or more: Retry-After + RTT/2)  |
+|                              | margin doubles (or widens by the Retry-After)  |
 | 5xx / dropped connection     | nothing: the attempt keeps its place (counted) |
 +------------------------------+-----------------------------------------------+
 

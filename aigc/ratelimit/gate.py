@@ -371,7 +371,7 @@ class RateGate:
             if self._boost > 1:  # the pace had outrun the server's windows: back to one share, for good
                 self._boost = 1.0
             else:  # at the plain pace: the server counted a request later than we did (see GUARD_S)
-                late = min(WIDEN, retry_after or 0.0) + max(0.0, now - slot.at) / 2 if slot is not None else 0.0
+                late = min(WIDEN, retry_after or 0.0)
                 self._guard = min(MAX_GUARD_S, max(2 * self._guard, self._guard + late))
             self._set_guard(self._guard)
 

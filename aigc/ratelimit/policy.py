@@ -1,12 +1,12 @@
 """The numbers the rate gate runs on, each with the reason for it (see the package for the policy)."""
 
-# Margin for the time between the moment a request is counted here and the moment the server counts it (a
-# few milliseconds on a quiet machine, and they vary). A 429 at the plain pace means the server counted an
-# earlier request later than we did, by at least its Retry-After (up to WIDEN: a longer one speaks of other
-# traffic, not of lateness) plus half the 429's round trip: the margin widens by that, or doubles if that is
-# more (a busy machine or network delivers less evenly, and one 429 more is dearer than a few milliseconds).
-# Every QUIET admissions without one halve the extra again.
-GUARD_S = 0.01
+# Margin for how unevenly requests reach the server's books after they leave: a request counted just one
+# window after another must not get there first (0.3-1.5 ms p1-p99 to a server on the same machine, with rare
+# stalls of 20-60 ms; every window of a long job pays it once). A 429 at the plain pace means the server
+# counted an earlier request later than we did, by about its Retry-After (up to WIDEN: a longer one speaks of
+# other traffic, not of lateness): the margin widens by that, or doubles if that is more (a busy machine or
+# network delivers less evenly). Every QUIET admissions without one halve the extra again.
+GUARD_S = 0.005
 WIDEN = 0.02
 MAX_GUARD_S = 0.25
 QUIET = 200
