@@ -32,6 +32,7 @@ class RetryPolicy:
     max_attempts: int = 6
     deadline: float = 300.0
     initial_backoff: float = 0.5
+    multiplier: float = 2.0  # each wait this many times the last
     max_backoff: float = 20.0
     jitter: float = 0.5
     max_retry_after: float = 60.0
@@ -57,7 +58,7 @@ class _Attempts:
         if retry_after is not None and retry_after >= 0:
             # Never earlier than the server asked; a little later spreads concurrent callers apart.
             return retry_after + random.uniform(0, min(0.1 * retry_after, 1.0))
-        exponential = self.policy.initial_backoff * 2 ** (state.attempt_number - 1)
+        exponential = self.policy.initial_backoff * self.policy.multiplier ** (state.attempt_number - 1)
         return min(self.policy.max_backoff, exponential) + random.uniform(0, self.policy.jitter)
 
     def stop(self, state: RetryCallState) -> bool:

@@ -149,10 +149,10 @@ def run_aigc(s: Scenario, url: str, folder: Path, messages: list[list[dict]]) ->
     get_encoding("o200k_base")
     import aigc.client  # noqa: F401
     runner = Runner(load_job(job_path), use_cache=False)
-    started = time.perf_counter()
+    started = time.monotonic()
     report = asyncio.run(runner.run())
-    wall = time.perf_counter() - started
-    return {"wall_s": wall, "done": report.done, "failed": report.failed + report.pending,
+    wall = time.monotonic() - started
+    return {"wall_s": wall, "started": started, "done": report.done, "failed": report.failed + report.pending,
             "pace": (report.rate or {}).get("pace"), "learned": (report.rate or {}).get("learned")}
 
 
@@ -174,9 +174,9 @@ def run_baseline(s: Scenario, url: str, messages: list[list[dict]]) -> dict:
         failed = sum(isinstance(r, BaseException) for r in results)
         return len(results) - failed, failed
 
-    started = time.perf_counter()
+    started = time.monotonic()
     done, failed = asyncio.run(main())
-    return {"wall_s": time.perf_counter() - started, "done": done, "failed": failed}
+    return {"wall_s": time.monotonic() - started, "started": started, "done": done, "failed": failed}
 
 
 def warm_up(url: str) -> None:
@@ -192,6 +192,17 @@ def warm_up(url: str) -> None:
 
 
 # ---- a scenario, and the report ---------------------------------------------------------------------------------
+
+def timeline(s: Scenario, admissions: list[tuple[float, int, bool]], started: float) -> dict:
+    """Where a run's time went, from the server's side (both ends read this machine's monotonic clock): when
+    it let the first and the last request in, and how many seconds of its limits those requests took."""
+    let_in = [(t, tokens) for t, tokens, admitted in admissions if admitted]
+    if not let_in:
+        return {}
+    work = max(len(let_in) / s.rpm, sum(tokens for _, tokens in let_in) / s.tpm) * 60
+    return {"first_s": round(let_in[0][0] - started, 3), "last_s": round(let_in[-1][0] - started, 3),
+            "work_s": round(work, 2) if s.window_s < 60 else None}
+
 
 def run_scenario(s: Scenario, seed: int, skip_baseline: bool) -> dict:
     messages = chat_requests(s, seed)
@@ -217,7 +228,7 @@ def run_scenario(s: Scenario, seed: int, skip_baseline: bool) -> dict:
                     requests=stats["requests"], rate_limited=stats["rate_limited"],
                     resent_early=stats["resent_early"], duplicates=stats["duplicates"],
                     server_errors=sum(n for code, n in stats["errors_by_status"].items() if int(code) >= 500),
-                    dropped=stats["dropped"])
+                    dropped=stats["dropped"], timeline=timeline(s, server.admissions, figures.pop("started")))
                 results[name] = figures
     if "gather" in results:
         results["aigc"]["wall_vs_gather"] = round(results["aigc"]["wall_s"] / results["gather"]["wall_s"], 3)
@@ -238,6 +249,10 @@ def show(run: dict) -> None:
         ratio = f"{r['wall_vs_gather']:.2f}" if "wall_vs_gather" in r else ""
         print(f"   {name:<8}{r['wall_s']:>8.1f}{eff:>8}{counted:>8}{ratio:>10}{r['done']:>6}{r['failed']:>7}"
               f"{r['requests']:>9}{r['rate_limited']:>6}{r['resent_early']:>7}{r['duplicates']:>7}")
+    if t := run["results"]["aigc"].get("timeline"):
+        work = f"; what it let in took {t['work_s']:.1f} s of its limits" if t["work_s"] is not None else ""
+        print(f"   aigc, as the server saw it: first request let in at {t['first_s']:.2f} s, the last at "
+              f"{t['last_s']:.2f} s{work}; done at {run['results']['aigc']['wall_s']:.2f} s")
 
 
 def main(argv: list[str] | None = None) -> int:

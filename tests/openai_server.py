@@ -682,6 +682,7 @@ class FakeOpenAIServer:
             self._answered: set[str] = set()
             self._wait_until: dict[str, float] = {}
             self._window = _RateWindow(self.rate_window)
+            self._admissions: list[tuple[float, int, bool]] = []  # (arrived, tokens, admitted) under rate limits
             self._rng = random.Random(self.seed)
             self._files: dict[str, tuple[dict, bytes]] = {}
             self._file_polls: dict[str, int] = {}
@@ -959,6 +960,7 @@ class FakeOpenAIServer:
         cost = prompt_tokens + (body.get("max_completion_tokens") or body.get("max_tokens") or 0)
         with self._lock:
             wait = self._window.admit(arrived, cost, self.rpm, self.tpm)
+            self._admissions.append((arrived, cost, wait <= 0))
         if wait > 0:
             wait_ms = math.ceil(wait * 1000)
             raise _ApiError(429, f"Rate limit reached for {body['model']}. Please try again in {wait_ms}ms.",
@@ -1286,6 +1288,9 @@ class FakeOpenAIServer:
                 return _Answer(body={"queued": len(replies)})
             if (method, path) == ("GET", "/_control/stats"):
                 return _Answer(body={"stats": self.stats, "billed": self.billed})
+            if (method, path) == ("GET", "/_control/admissions"):
+                with self._lock:  # when each rate-limited request arrived (time.monotonic), its tokens, if let in
+                    return _Answer(body={"admissions": list(self._admissions)})
             if (method, path) == ("POST", "/_control/reset"):
                 self.reset()
                 return _Answer(body={"reset": True})
@@ -1342,6 +1347,12 @@ class ServerProcess:
     @property
     def stats(self) -> dict[str, Any]:
         return self.control("stats")["stats"]
+
+    @property
+    def admissions(self) -> list[tuple[float, int, bool]]:
+        """(arrived, tokens, admitted) for each request the rate limits saw; ``arrived`` is this machine's
+        ``time.monotonic()``."""
+        return [tuple(row) for row in self.control("admissions")["admissions"]]
 
     def reset(self, settle: float = 0.0) -> None:
         """Forget every request and empty the rate windows, then pause ``settle`` seconds before the next run."""

@@ -200,3 +200,12 @@ def test_a_stream_cut_midway_is_not_repeated(server, clock):
     with make_client(server, clock) as client, pytest.raises(aigc.ConnectionFailed):
         "".join(client.summarize("A short text about rivers and bridges and more words.", stream=True))
     assert server.request_count == 1
+
+
+def test_behind_a_rate_gate_the_first_retry_comes_sooner_and_the_later_ones_grow_faster(server):
+    server.fail_next(2, Fault.server_error(500))
+    with aigc.Client(base_url=server.url, api_key=KEY, model="gpt-4o-mini", rpm=6000, ledger=False) as client:
+        assert client.answer("Hello?").attempts == 3
+    first, second, third = (r.time for r in server.requests)
+    assert 0.1 <= second - first < 0.25  # 0.1 s and up to 0.1 s of jitter (0.5-1 s without a gate)
+    assert 0.3 <= third - second < 0.45  # three times longer, where doubling would give 0.2
