@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .db import Database, Migrations
+from .db import Database, Migrations, Store
 
 __all__ = ["ResponseCache", "CacheStats", "canonical_json", "CACHE_FILE"]
 
@@ -95,13 +95,13 @@ class CacheStats:
     size_bytes: int
 
 
-class ResponseCache:
+class ResponseCache(Store):
     """Completions keyed by request; safe to share between threads and processes."""
 
     def __init__(self, path: Path | str) -> None:
-        self._db = Database(path, MIGRATIONS, advice="delete it: it only keeps answers for reuse, and aigc "
+        self.db = Database(path, MIGRATIONS, advice="delete it: it only keeps answers for reuse, and aigc "
                             "starts a new one")
-        self.path = self._db.path
+        self.path = self.db.path
 
     @classmethod
     def in_dir(cls, data_dir: Path | str) -> ResponseCache:
@@ -115,7 +115,7 @@ class ResponseCache:
 
     def get(self, request: dict[str, Any]) -> dict[str, Any] | None:
         """The cached completion for ``request``, or None. A hit is counted."""
-        rows = self._db.execute(
+        rows = self.db.execute(
             "UPDATE responses SET hits = hits + 1, last_hit = ? WHERE key = ? RETURNING completion",
             (_now(), self.key(request)),
         )
@@ -124,7 +124,7 @@ class ResponseCache:
     def put(self, request: dict[str, Any], completion: dict[str, Any]) -> None:
         """Store (or replace) the completion for ``request`` in one atomic write."""
         text = json.dumps(completion, ensure_ascii=False, allow_nan=False)
-        self._db.execute(
+        self.db.execute(
             "INSERT INTO responses (key, completion, created) VALUES (?, ?, ?)"
             " ON CONFLICT (key) DO UPDATE SET completion = excluded.completion, created = excluded.created",
             (self.key(request), text, _now()),
@@ -133,25 +133,16 @@ class ResponseCache:
     def clear(self, older_than: timedelta | None = None) -> int:
         """Remove every entry, or those stored more than ``older_than`` ago; return how many went."""
         if older_than is None:
-            rows = self._db.execute("DELETE FROM responses RETURNING 1")
+            rows = self.db.execute("DELETE FROM responses RETURNING 1")
         else:
             cutoff = (datetime.now(UTC) - older_than).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            rows = self._db.execute("DELETE FROM responses WHERE created < ? RETURNING 1", (cutoff,))
+            rows = self.db.execute("DELETE FROM responses WHERE created < ? RETURNING 1", (cutoff,))
         return len(rows)
 
     def stats(self) -> CacheStats:
-        (entries, hits), = self._db.execute("SELECT count(*), coalesce(sum(hits), 0) FROM responses")
+        (entries, hits), = self.db.execute("SELECT count(*), coalesce(sum(hits), 0) FROM responses")
         size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
         return CacheStats(entries=entries, hits=hits, size_bytes=size)
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> ResponseCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"ResponseCache({str(self.path)!r})"

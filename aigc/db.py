@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from .errors import ConfigError
 
-__all__ = ["Database", "Migrations", "connect", "inspect_file"]
+__all__ = ["Database", "Migrations", "Store", "connect", "inspect_file"]
 
 # Errors that say the file is not what it should be; other sqlite3 errors are bugs in aigc.
 _MISUSE = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
@@ -262,3 +262,19 @@ def inspect_file(path: Path | str) -> str | None:
     finally:
         conn.close()
     return None
+
+
+class Store:
+    """What keeps its data in one :class:`Database` (``self.db``): ``close()`` closes the file, and a ``with``
+    block closes it at the end."""
+
+    db: Database
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from .db import Database, Migrations
+from .db import Database, Migrations, Store
 from .errors import ConfigError, InputError
 
 __all__ = ["Ledger", "LedgerEntry", "ReportRow", "GroupBy", "parse_since", "LEDGER_FILE"]
@@ -188,7 +188,7 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     )
 
 
-class Ledger:
+class Ledger(Store):
     """Append-only record of requests, safe to share between threads and processes.
 
     ``record`` hands the row to a writer thread and returns at once, so accounting adds next to nothing to a
@@ -199,9 +199,9 @@ class Ledger:
 
     def __init__(self, path: Path | str, *, store_prompts: bool = False) -> None:
         self.store_prompts = store_prompts
-        self._db = Database(path, MIGRATIONS, advice="move it aside (it keeps your usage history) and aigc will "
+        self.db = Database(path, MIGRATIONS, advice="move it aside (it keeps your usage history) and aigc will "
                             "start a new ledger, or set ledger = false")
-        self.path = self._db.path
+        self.path = self.db.path
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0
         self._idle = threading.Condition()
@@ -252,8 +252,8 @@ class Ledger:
                     rows.append(row)
             if rows:
                 try:
-                    with self._db.transaction():
-                        self._db.conn.executemany(_INSERT, rows)
+                    with self.db.transaction():
+                        self.db.conn.executemany(_INSERT, rows)
                 except (sqlite3.Error, ConfigError) as e:  # accounting must never break the caller's work
                     log.warning("could not write %d usage row(s) to %s: %s", len(rows), self.path, e)
             with self._idle:
@@ -298,7 +298,7 @@ class Ledger:
             + (" GROUP BY key ORDER BY key" if by else "")
         )
         self.flush()
-        return [ReportRow(*row) for row in self._db.execute(sql, params)]
+        return [ReportRow(*row) for row in self.db.execute(sql, params)]
 
     def totals(self, since: timedelta | datetime | None = None) -> ReportRow:
         """Everything recorded (since a moment, if given) as one row."""
@@ -312,13 +312,7 @@ class Ledger:
             self._queue.put(_STOP)
             writer.join(timeout=30)
         _open_ledgers.discard(self)
-        self._db.close()
-
-    def __enter__(self) -> Ledger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.db.close()
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.path)!r}, store_prompts={self.store_prompts})"

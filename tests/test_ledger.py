@@ -212,7 +212,7 @@ def test_an_old_ledger_file_is_upgraded_and_keeps_its_rows(tmp_path):
         ledger.record(entry(job="cron"))
         assert [(r.key, r.requests) for r in ledger.report(by="job")] == [(None, 1), ("cron", 1)]
         assert ledger.report(by="day")[0].key == "2026-01-02"
-        assert ledger._db.applied_migrations() == ["m001_initial", "m002_add_job", "m003_add_client_key",
+        assert ledger.db.applied_migrations() == ["m001_initial", "m002_add_job", "m003_add_client_key",
                                                       "m004_add_redactions"]
         ledger.record(entry(client_key="team-web"))
         assert [(r.key, r.requests) for r in ledger.report(by="key")] == [(None, 2), ("team-web", 1)]
@@ -225,7 +225,7 @@ def test_reopening_applies_nothing_twice(tmp_path):
             ledger.record(entry())
     with Ledger(path) as ledger:
         assert ledger.totals().requests == 3
-        assert ledger._db.applied_migrations() == ["m001_initial", "m002_add_job", "m003_add_client_key",
+        assert ledger.db.applied_migrations() == ["m001_initial", "m002_add_job", "m003_add_client_key",
                                                       "m004_add_redactions"]
 
 

@@ -84,7 +84,7 @@ def test_nothing_sensitive_reaches_the_server_and_the_reply_gets_it_back(server,
     assert result.redactions == {"email": 1, "phone": 2, "card": 1, "iban": 1}
     with Ledger.in_dir(tmp_path / "data") as ledger:
         ledger.flush()
-        rows = ledger._db.execute("SELECT redactions, prompt FROM requests")
+        rows = ledger.db.execute("SELECT redactions, prompt FROM requests")
     assert json.loads(rows[0]["redactions"]) == {"card": 1, "email": 1, "iban": 1, "phone": 2}
     assert rows[0]["prompt"] is None  # counts only, never the values
 

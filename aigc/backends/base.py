@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import importlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..errors import BackendUnavailable
+from ..targets import load_target
 from ..types import ChatRequest, Completion, Message, Scores, StreamDelta
 
 if TYPE_CHECKING:
@@ -213,9 +213,8 @@ def _resolve(name: str) -> BackendFactory:
             )
         return eps[0].load()
     if isinstance(target, str):
-        module, _, attr = target.partition(":")
         try:
-            target = getattr(importlib.import_module(module), attr)
+            target = load_target(target)
         except ImportError as e:
             hint = " (install it with: pip install 'aigc-toolkit[local]')" if name == "local" else ""
             raise BackendUnavailable(f"backend {name!r} cannot load: {e}{hint}") from None

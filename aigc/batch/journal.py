@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..db import Database, Migrations
+from ..db import Database, Migrations, Store
 
 __all__ = ["Journal", "ItemRow", "RunRow", "BatchRow"]
 
@@ -131,7 +131,7 @@ def _item(row: Any) -> ItemRow:
     return ItemRow(**d)
 
 
-class Journal:
+class Journal(Store):
     """The journal of one job. Every method is one atomic write or read."""
 
     def __init__(self, path: Path | str, *, outputs_record: str = "written.jsonl") -> None:
@@ -144,15 +144,6 @@ class Journal:
         except BaseException:
             self.db.close()
             raise
-
-    def close(self) -> None:
-        self.db.close()
-
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- items ------------------------------------------------------------------------------------------
     def register(self, items: Iterable[tuple[str, str]]) -> None:

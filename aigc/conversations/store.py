@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..db import Database, Migrations
+from ..db import Database, Migrations, Store
 from ..errors import InputError
 
 __all__ = ["ConversationStore", "ConversationRecord", "Turn", "new_id", "STORE_FILE"]
@@ -118,7 +118,7 @@ class Turn:
     time: str = ""
 
 
-class ConversationStore:
+class ConversationStore(Store):
     """Conversations and their turns in one SQLite file."""
 
     def __init__(self, path: Path | str) -> None:
@@ -200,15 +200,6 @@ class ConversationStore:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM responses WHERE conversation_id = ?", (id,))
             conn.execute("DELETE FROM conversations WHERE id = ?", (id,))
-
-    def close(self) -> None:
-        self.db.close()
-
-    def __enter__(self) -> ConversationStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _title(prompt: str) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..budget import Reservation
-from ..db import Database, Migrations
+from ..db import Database, Migrations, Store
 from ..errors import BudgetExceeded, InputError
 from ..ledger import parse_duration
 
@@ -182,12 +182,12 @@ def _record(row: Any) -> KeyRecord:
         max_parallel=row[10], models=tuple(json.loads(row[11])) if row[11] else None, budget_period_s=row[12])
 
 
-class KeyStore:
+class KeyStore(Store):
     """The keys file. Safe to share between threads and server processes."""
 
     def __init__(self, path: Path | str) -> None:
-        self._db = Database(path, MIGRATIONS)
-        self.path = self._db.path
+        self.db = Database(path, MIGRATIONS)
+        self.path = self.db.path
 
     @classmethod
     def in_dir(cls, data_dir: Path | str) -> KeyStore:
@@ -209,7 +209,7 @@ class KeyStore:
         period = parse_period(budget_period) if budget_period else None
         expiry = parse_expiry(expires) if isinstance(expires, str) else expires
         secret = _PREFIX + secrets.token_urlsafe(32)
-        with self._db.transaction() as conn:
+        with self.db.transaction() as conn:
             if conn.execute("SELECT 1 FROM keys WHERE name = ?", (name,)).fetchone():
                 raise InputError(f"a key named {name!r} exists; revoke it or choose another name")
             conn.execute(
@@ -221,22 +221,22 @@ class KeyStore:
         return self.get(name), secret
 
     def get(self, name: str) -> KeyRecord:
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM keys WHERE name = ?", (name,))
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM keys WHERE name = ?", (name,))
         if not rows:
             raise InputError(f"no key named {name!r}; `aigc serve keys list` shows them")
         return _record(rows[0])
 
     def list(self) -> list[KeyRecord]:
-        return [_record(r) for r in self._db.execute(f"SELECT {_COLUMNS} FROM keys ORDER BY name")]
+        return [_record(r) for r in self.db.execute(f"SELECT {_COLUMNS} FROM keys ORDER BY name")]
 
     def revoke(self, name: str) -> KeyRecord:
         self.get(name)
-        self._db.execute("UPDATE keys SET revoked_at = coalesce(revoked_at, ?) WHERE name = ?", (_stamp(_now()), name))
+        self.db.execute("UPDATE keys SET revoked_at = coalesce(revoked_at, ?) WHERE name = ?", (_stamp(_now()), name))
         return self.get(name)
 
     def verify(self, secret: str) -> KeyRecord | None:
         """The record of a presented key, whatever its status; None for an unknown key."""
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM keys WHERE hash = ?", (_digest(secret),))
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM keys WHERE hash = ?", (_digest(secret),))
         return _record(rows[0]) if rows else None
 
     # -- budgets ------------------------------------------------------------------------------------------
@@ -252,13 +252,13 @@ class KeyStore:
         return Spend(n, tokens, usd, held_tokens, held_usd, since)
 
     def spend(self, key: KeyRecord) -> Spend:
-        with self._db.lock:
-            return self._spend(self._db.conn, key, _now())
+        with self.db.lock:
+            return self._spend(self.db.conn, key, _now())
 
     def reserve(self, key: KeyRecord, tokens: int, cost_usd: float | None) -> int:
         """Hold a request's worst case against the key's caps; returns the hold's id or raises BudgetExceeded."""
         now = _now()
-        with self._db.transaction() as conn:
+        with self.db.transaction() as conn:
             spent = self._spend(conn, key, now)
             if key.max_total_tokens is not None:
                 left = key.max_total_tokens - spent.tokens - spent.held_tokens
@@ -285,7 +285,7 @@ class KeyStore:
 
     def settle(self, key: KeyRecord, hold: int, tokens: int, cost_usd: float | None) -> None:
         """Replace a hold by what the request actually used."""
-        with self._db.transaction() as conn:
+        with self.db.transaction() as conn:
             row = conn.execute("SELECT cost_usd FROM holds WHERE id = ?", (hold,)).fetchone()
             conn.execute("DELETE FROM holds WHERE id = ?", (hold,))
             charged = cost_usd if cost_usd is not None else (row[0] if row else None)
@@ -293,16 +293,7 @@ class KeyStore:
                          (key.id, _stamp(_now()), tokens, charged))
 
     def release(self, hold: int) -> None:
-        self._db.execute("DELETE FROM holds WHERE id = ?", (hold,))
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> KeyStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.db.execute("DELETE FROM holds WHERE id = ?", (hold,))
 
 
 def period_text(seconds: int) -> str:

@@ -9,7 +9,6 @@ embedding).
 
 from __future__ import annotations
 
-import importlib
 import signal
 import threading
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import ConfigError
+from ..targets import load_target
 from .keys import KEYS_FILE, KeyStore
 from .state import is_loopback
 
@@ -36,8 +36,7 @@ def build_backend(settings: Settings, **options: Any) -> Any:
     target = _SERVING_BACKENDS.get(settings.resolved_backend())
     if target is None:
         return create_backend(settings)
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)(settings, **options)
+    return load_target(target)(settings, **options)
 
 
 def open_keys(data_dir: Path, host: str, *, allow_no_auth: bool = False,

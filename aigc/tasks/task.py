@@ -5,12 +5,12 @@ its commands before anything heavy is loaded).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
+from ..targets import load_target
 
 __all__ = ["Param", "Task", "OPTIONS", "LONG_INPUT"]
 
@@ -99,8 +99,7 @@ class Task:
         path = getattr(self, kind)
         if path is None:
             return None
-        module, _, attr = path.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return load_target(path)
 
     def param(self, name: str) -> Param:
         return next(p for p in self.params if p.name == name)

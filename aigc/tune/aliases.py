@@ -27,6 +27,13 @@ if TYPE_CHECKING:  # the client imports this module: what it needs is imported o
 __all__ = ["set_alias", "remove_alias", "list_aliases", "resolve", "apply"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# The aliases table's columns, in the order of :func:`_row`.
+_COLUMNS = ("name", "model", "backend", "base_model", "input_price", "output_price", "retires", "created")
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM aliases"
+
+
+def _store(data_dir: Path | str) -> Path:
+    return Path(data_dir) / STORE_FILE
 
 
 def _row(row: Any) -> Alias:
@@ -44,7 +51,7 @@ def resolve(name: str, data_dir: Path | str) -> Alias | None:
     not a query."""
     if not name or not _NAME.fullmatch(name):
         return None
-    path = Path(data_dir) / STORE_FILE
+    path = _store(data_dir)
     try:
         stamp = tuple((s.st_mtime_ns, s.st_size) for s in (path.stat(), *_wal_stat(path)))
     except OSError:
@@ -74,8 +81,7 @@ def _lookup(path: Path, name: str) -> Alias | None:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
-            row = conn.execute("SELECT name, model, backend, base_model, input_price, output_price, retires, "
-                               "created FROM aliases WHERE name = ?", (name,)).fetchone()
+            row = conn.execute(f"{_SELECT} WHERE name = ?", (name,)).fetchone()
         finally:
             conn.close()
     except sqlite3.Error:
@@ -132,10 +138,8 @@ def set_alias(name: str, model: str, *, data_dir: Path | str, models_file: Path 
 
     with open_store(data_dir) as db:
         db.execute(
-            "INSERT INTO aliases (name, model, backend, base_model, input_price, output_price, retires, created) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET model = excluded.model, "
-            "backend = excluded.backend, base_model = excluded.base_model, input_price = excluded.input_price, "
-            "output_price = excluded.output_price, retires = excluded.retires, created = excluded.created",
+            f"INSERT INTO aliases ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+            f"ON CONFLICT (name) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _COLUMNS[1:])}",
             (name, stored, backend, base, input_price, output_price, retires.isoformat() if retires else None,
              now()))
     found = resolve(name, data_dir)
@@ -145,7 +149,7 @@ def set_alias(name: str, model: str, *, data_dir: Path | str, models_file: Path 
 
 def remove_alias(name: str, *, data_dir: Path | str) -> bool:
     """Forget ``name``; False when there was no such alias."""
-    if not (Path(data_dir) / STORE_FILE).is_file():
+    if not _store(data_dir).is_file():
         return False
     from .store import open_store
 
@@ -155,11 +159,10 @@ def remove_alias(name: str, *, data_dir: Path | str) -> bool:
 
 
 def list_aliases(*, data_dir: Path | str) -> list[Alias]:
-    if not (Path(data_dir) / STORE_FILE).is_file():
+    if not _store(data_dir).is_file():
         return []
     from .store import open_store
 
     with open_store(data_dir) as db:
-        rows = db.execute("SELECT name, model, backend, base_model, input_price, output_price, retires, created "
-                          "FROM aliases ORDER BY name")
+        rows = db.execute(f"{_SELECT} ORDER BY name")
     return [_row(r) for r in rows]

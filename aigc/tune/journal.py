@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..db import Database
+from ..db import Database, Store
 from ..errors import InputError
 from .store import now, open_store
 from .types import TERMINAL, HostedJob
@@ -21,20 +21,11 @@ __all__ = ["Journal", "TERMINAL"]
 _FIELDS = set(HostedJob.model_fields) - {"reattached", "checkpoints", "provider"}
 
 
-class Journal:
+class Journal(Store):
     """Runs by id; every method is one atomic read or write."""
 
     def __init__(self, data_dir: Path | str) -> None:
         self.db: Database = open_store(data_dir)
-
-    def close(self) -> None:
-        self.db.close()
-
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @staticmethod
     def _job(row: Any) -> HostedJob:
