@@ -2,7 +2,7 @@
 
 # Margin for how unevenly requests reach the server's books after they leave: a request counted just one
 # window after another must not get there first (0.3-1.5 ms p1-p99 to a server on the same machine, with rare
-# stalls of 20-60 ms; every window of a long job pays it once). A 429 at the plain pace means the server
+# stalls of 20-80 ms; every window of a long job pays it once). A 429 at the plain pace means the server
 # counted an earlier request later than we did, by about its Retry-After (up to WIDEN: a longer one speaks of
 # other traffic, not of lateness): the margin widens by that, or doubles if that is more (a busy machine or
 # network delivers less evenly). Every QUIET admissions without one halve the extra again.
