@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -114,6 +115,21 @@ def _statements(script: str) -> Iterator[str]:
         raise ValueError(f"incomplete SQL statement in migration: {buffer.strip()[:60]!r}")
 
 
+def _wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Put the file in WAL mode. While another connection writes to a file not yet in WAL mode (a new file
+    that several processes open at once), SQLite answers "locked" at once instead of waiting out the busy
+    timeout, since waiting could deadlock: this waits instead, up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def connect(path: Path | str, *, timeout: float = 30.0) -> sqlite3.Connection:
     """Open ``path`` for shared use: WAL journal, a busy timeout, foreign keys on, parent dirs created.
 
@@ -132,7 +148,7 @@ def connect(path: Path | str, *, timeout: float = 30.0) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _wal(conn, timeout)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
     except BaseException:

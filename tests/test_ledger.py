@@ -174,6 +174,23 @@ def test_processes_can_append_to_the_same_file(tmp_path):
         assert [(r.key, r.requests) for r in ledger.report(by="task")] == [(f"p{n}", 100) for n in range(4)]
 
 
+def test_a_new_file_opens_while_another_process_is_still_writing_to_it(tmp_path):
+    # Two processes opening a new ledger at once: one may switch the file to WAL mode while the other still
+    # writes to it in the old mode, where SQLite answers "locked" at once rather than waiting. Opening waits.
+    path = tmp_path / "ledger.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t (x)")
+    other.execute("BEGIN")
+    other.execute("INSERT INTO t VALUES (1)")
+    threading.Timer(0.3, other.execute, ["COMMIT"]).start()
+    started = time.perf_counter()
+    with Ledger(path) as ledger:
+        ledger.record(entry())
+        assert ledger.totals().requests == 1
+    assert time.perf_counter() - started >= 0.3
+    other.close()
+
+
 def test_recording_is_cheap_enough_for_every_request(ledger):
     e = entry()
     batches = []
