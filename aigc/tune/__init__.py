@@ -16,9 +16,16 @@ SDK are imported by the functions that use them. See docs/tune.md.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 STORE_FILE = "tune.db"  # in the user data dir: the journal of runs and the aliases (see .store)
+
+
+def store_path(data_dir: Path | str) -> Path:
+    """Where the journal of runs and the aliases live (cheap: the client asks on every construction)."""
+    return Path(data_dir) / STORE_FILE
+
 
 # name -> the module that defines it; loaded on first use, so importing aigc.tune (and aigc.tune.aliases,
 # which the client uses on every construction) stays cheap.

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, InputError
-from . import STORE_FILE
+from . import store_path
 
 if TYPE_CHECKING:  # the client imports this module: what it needs is imported only once an alias exists
     from ..config import Settings
@@ -30,10 +30,6 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # The aliases table's columns, in the order of :func:`_row`.
 _COLUMNS = ("name", "model", "backend", "base_model", "input_price", "output_price", "retires", "created")
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM aliases"
-
-
-def _store(data_dir: Path | str) -> Path:
-    return Path(data_dir) / STORE_FILE
 
 
 def _row(row: Any) -> Alias:
@@ -51,7 +47,7 @@ def resolve(name: str, data_dir: Path | str) -> Alias | None:
     not a query."""
     if not name or not _NAME.fullmatch(name):
         return None
-    path = _store(data_dir)
+    path = store_path(data_dir)
     try:
         stamp = tuple((s.st_mtime_ns, s.st_size) for s in (path.stat(), *_wal_stat(path)))
     except OSError:
@@ -149,7 +145,7 @@ def set_alias(name: str, model: str, *, data_dir: Path | str, models_file: Path 
 
 def remove_alias(name: str, *, data_dir: Path | str) -> bool:
     """Forget ``name``; False when there was no such alias."""
-    if not _store(data_dir).is_file():
+    if not store_path(data_dir).is_file():
         return False
     from .store import open_store
 
@@ -159,7 +155,7 @@ def remove_alias(name: str, *, data_dir: Path | str) -> bool:
 
 
 def list_aliases(*, data_dir: Path | str) -> list[Alias]:
-    if not _store(data_dir).is_file():
+    if not store_path(data_dir).is_file():
         return []
     from .store import open_store
 

@@ -11,11 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..db import Database, Migrations
-from . import STORE_FILE
+from . import store_path
 
 __all__ = ["open_store", "store_path", "now", "MIGRATIONS"]
-
-FILE = STORE_FILE
 
 MIGRATIONS = Migrations()
 MIGRATIONS.register(
@@ -63,10 +61,6 @@ MIGRATIONS.register(
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def store_path(data_dir: Path | str) -> Path:
-    return Path(data_dir) / FILE
 
 
 def open_store(data_dir: Path | str) -> Database:
