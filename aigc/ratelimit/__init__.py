@@ -6,9 +6,10 @@ means at most 20 in any one second, and a token limit counts each request's prom
 output tokens when it is admitted. The gate keeps the same books as the server — a sliding one-second share
 of each limit (one request per ``60/rpm`` seconds for limits under 60 a minute), and the whole minute — so a
 request is only sent when the server will accept it. A request is counted when it leaves, and leaves as soon
-as it fits; waiting, it holds nothing, so a smaller one that fits the room left goes first. One that has
-waited two window lengths (or is larger than a whole share) books the earliest moment it fits instead, and
-the others keep clear of it. Two never leave within 10 ms of each other: the server takes a burst in one by
+as it fits; waiting, it holds nothing, so a smaller one that fits the room left goes first, and of several
+waiting, those whose tokens fill the room best go first (:mod:`.packing`). One that has waited two window
+lengths (or is larger than a whole share) books the earliest moment it fits instead, and the others keep
+clear of it. Two never leave within 10 ms of each other: the server takes a burst in one by
 one, so the last of a long burst would reach its books later than we counted it. The run's first second, and
 a request that needs a new connection, count from 50 ms after they leave (handshakes; both ends warming up);
 a request held up after its turn counts from when the HTTP client sends it (:func:`leaving`, a request hook).

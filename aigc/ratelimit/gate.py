@@ -12,6 +12,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from .packing import Waiting
 from .policy import (
     COLD_S,
     DEFAULT_COOLDOWN_S,
@@ -84,6 +85,7 @@ class RateGate:
         self._recent: deque[tuple[float, int]] = deque()  # (time, tokens) of the requests counted
         self._held: deque[tuple[float, str, float]] = deque()  # (time, reason, seconds) of the waits asked
         self._booked: list[float] = []  # moments booked in the last second and ahead, sorted
+        self._waiting = Waiting()  # the requests waiting in acquire: who goes first
         self.rpm: float | None = None
         self.tpm: float | None = None
         self._set_limits(rpm, tpm)
@@ -116,13 +118,16 @@ class RateGate:
         return bool(self._limits) or (self.learn and not self._heard and self._silent < PROBE)
 
     # -- booking --------------------------------------------------------------------------------------
-    def reserve(self, tokens: int, waited: float = 0.0) -> tuple[Slot | None, float]:
+    def reserve(self, tokens: int, waited: float = 0.0, ticket: int | None = None) -> tuple[Slot | None, float]:
         """Count a request of ``tokens`` (prompt + max output) if it fits now: the slot and 0. If not, None
-        and the seconds until it would fit; nothing is held meanwhile, so whoever fits first goes first. A
-        request that has ``waited`` too long (or is larger than a whole share) is booked at the earliest
-        moment it fits instead: the slot and the seconds to wait for it."""
+        and the seconds until it would fit; nothing is held meanwhile. Of the requests waiting in
+        :meth:`acquire` (``ticket``), those that fill the token window's room best go first. A request that
+        has ``waited`` too long (or is larger than a whole share) is booked at the earliest moment it fits
+        instead: the slot and the seconds to wait for it."""
         with self._lock:
             now = self._clock()
+            if ticket is not None:
+                self._waiting.wait(ticket, tokens)
             if not self._limits:
                 probe = self.learn and not self._heard and self._silent < PROBE
                 if probe and self._probing >= PROBE:
@@ -161,9 +166,15 @@ class RateGate:
                     break
             trial = not self._confirmed and self._boost > 1 and not all(
                 limit.share.fits(at, tokens if limit.tokens else 1, limit.base) for limit in self._limits.values())
+            # of several waiting, those that fill the token room best go first
+            if at <= now and not ahead and ticket is not None:
+                at = self._waiting.turn(now, ticket, self._limits)
+                reason = "tokens" if at > now else reason
             if at > now and not ahead:
                 self._hold(now, reason, at - now)
                 return None, at - now
+            if ticket is not None:
+                self._waiting.leave(ticket)
             # A trial proves the server counts over longer windows only if the share was already exceeded
             # without it (an earlier trial got in) within 0.9 of the window: one request that reached the
             # server late, after the trial, can let one trial in, not two, and the clocks differ by a little.
@@ -232,27 +243,37 @@ class RateGate:
 
     async def acquire(self, tokens: int) -> Slot:
         """Wait (asyncio) until a request of ``tokens`` may be sent, and count it."""
-        started = self._clock()
-        while True:
-            slot, wait = self.reserve(tokens, self._clock() - started)
-            if wait > 0:
-                await self._sleep(wait)
-            if self._ready(slot, wait):
-                break
+        started, ticket = self._clock(), next(self._waiting.tickets)
+        try:
+            while True:
+                slot, wait = self.reserve(tokens, self._clock() - started, ticket)
+                if wait > 0:
+                    await self._sleep(wait)
+                if self._ready(slot, wait):
+                    break
+        finally:
+            self._leave(ticket)
         _LAST.set(slot)
         return slot
 
     def acquire_blocking(self, tokens: int) -> Slot:
         """Wait (this thread) until a request of ``tokens`` may be sent, and count it."""
-        started = self._clock()
-        while True:
-            slot, wait = self.reserve(tokens, self._clock() - started)
-            if wait > 0:
-                self._sleep_blocking(wait)
-            if self._ready(slot, wait):
-                break
+        started, ticket = self._clock(), next(self._waiting.tickets)
+        try:
+            while True:
+                slot, wait = self.reserve(tokens, self._clock() - started, ticket)
+                if wait > 0:
+                    self._sleep_blocking(wait)
+                if self._ready(slot, wait):
+                    break
+        finally:
+            self._leave(ticket)
         _LAST.set(slot)
         return slot
+
+    def _leave(self, ticket: int) -> None:
+        with self._lock:
+            self._waiting.leave(ticket)
 
     def finished(self, slot: Slot | None) -> None:
         """The attempt of ``slot`` has its answer (or its error): a probe makes room for the next, and a trial

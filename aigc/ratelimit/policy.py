@@ -18,6 +18,10 @@ COLD_S = 0.05
 # A request goes the moment it fits, so a small one may take room a larger one is waiting for; one that has
 # waited this many window lengths books the earliest moment it fits instead, and the others keep clear of it.
 PATIENCE = 2.0
+# Of the requests waiting at once, those whose tokens fill the token window's room best go first (requests of
+# 164-464 tokens in a 2,500-token second: whoever fits first leaves about 4 % of it empty). The others leave
+# the room to them for this long, while they come round one by one, spaced as below.
+PLAN_S = 0.1
 # Two requests never leave closer together than this (or a quarter of the even spacing, if less): the server
 # takes a burst in one by one, so the last of a long burst reaches its books later than we counted it.
 GAP_S = 0.01

@@ -38,17 +38,28 @@ class Window:
         lo = bisect.bisect_right(self._times, x - (self.seconds if seconds is None else seconds) + EPS)
         return sum(self._amounts[lo:bisect.bisect_right(self._times, x + EPS)])
 
+    def peak(self, t: float) -> float:
+        """The most booked in any window that a booking at ``t`` would fall in."""
+        if not self.exact:
+            return sum(self._amounts[bisect.bisect_right(self._times, t - self.seconds + EPS):])
+        lo = bisect.bisect_right(self._times, t + EPS)  # the load can only peak at t or where a later booking enters
+        hi = bisect.bisect_left(self._times, t + self.seconds - EPS)
+        return max([self.load(t), *(self.load(x) for x in self._times[lo:hi])])
+
     def fits(self, t: float, amount: float, capacity: float | None = None) -> bool:
         """Whether ``amount`` booked at ``t`` keeps every window within capacity (or ``capacity``). A request
         larger than the whole capacity fits into an empty window, as the server allows."""
-        if not self.exact:
-            lo = bisect.bisect_right(self._times, t - self.seconds + EPS)
-            peak = sum(self._amounts[lo:])
-        else:  # the load can only peak at t or where a later booking enters
-            lo = bisect.bisect_right(self._times, t + EPS)
-            hi = bisect.bisect_left(self._times, t + self.seconds - EPS)
-            peak = max([self.load(t), *(self.load(x) for x in self._times[lo:hi])])
+        peak = self.peak(t)
         return peak + amount <= (self.capacity if capacity is None else capacity) + EPS or peak == 0
+
+    def room(self, t: float) -> float:
+        """How much more a booking at ``t`` may take."""
+        return max(0.0, self.capacity - self.peak(t))
+
+    def grows(self, t: float) -> float:
+        """The next moment after ``t`` at which a booking leaves the window (``t`` + its length if none)."""
+        i = bisect.bisect_right(self._times, t - self.seconds + EPS)
+        return self._times[i] + self.seconds if i < len(self._times) else t + self.seconds
 
     def earliest(self, t0: float, amount: float) -> float:
         """The earliest moment from ``t0`` on at which ``amount`` fits."""
