@@ -166,8 +166,9 @@ class RateGate:
                     break
             trial = not self._confirmed and self._boost > 1 and not all(
                 limit.share.fits(at, tokens if limit.tokens else 1, limit.base) for limit in self._limits.values())
-            # of several waiting, those that fill the token room best go first
-            if at <= now and not ahead and ticket is not None:
+            # of several waiting, those that fill the token room best go first, once a 429 has shown that the
+            # server counts over short windows (otherwise the share is only where the pace starts)
+            if at <= now and not ahead and ticket is not None and self.penalties and self._boost == 1:
                 at = self._waiting.turn(now, ticket, self._limits)
                 reason = "tokens" if at > now else reason
             if at > now and not ahead:

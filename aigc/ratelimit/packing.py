@@ -30,8 +30,9 @@ class Waiting:
         self._plan.discard(ticket)
 
     def turn(self, now: float, ticket: int, limits: dict[str, Limit]) -> float:
-        """``now`` if ``ticket``, which fits now, may go; else the moment the token room next grows, because
-        other waiting requests fill the room better."""
+        """``now`` if ``ticket``, which fits now, may go; else when to ask again, because other waiting
+        requests fill the room better: when the room next grows, or once the chosen have gone (a raised pace
+        grows it too)."""
         limit = limits.get("tokens")
         if limit is None or len(self._tokens) < 2:
             return now
@@ -48,7 +49,9 @@ class Waiting:
         if sum(n for _, n in ready) <= room or requests is not None and len(ready) > requests.share.room(now):
             return now  # all of them fit, or the requests limit binds: whoever comes first goes first
         self._plan, self._planned = set(fill(ready, room)), now
-        return now if ticket in self._plan or not self._plan else max(limit.share.grows(now), now + 0.001)
+        if ticket in self._plan or not self._plan:
+            return now
+        return max(min(limit.share.grows(now), now + PLAN_S), now + 0.001)
 
 
 def fill(waiting: Sequence[tuple[Hashable, int]], room: float) -> list[Hashable]:
