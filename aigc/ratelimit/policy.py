@@ -1,14 +1,12 @@
 """The numbers the rate gate runs on, each with the reason for it (see the package for the policy)."""
 
 # Margin for how unevenly requests reach the server's books after they leave: a request counted just one
-# window after another must not get there first. They take 0.3-1.5 ms (p1-p99) to a server on the same
-# machine, so 2 ms covers the spread; the rare 20-80 ms stalls (garbage collections) no margin short of them
-# would, and every window of a long job pays the margin once (5 ms took 0.3 s more over 3,000 requests; 2 ms
-# draws up to two more 429s in 300 requests with both cores busy). A 429 at the plain pace means the server
+# window after another must not get there first (0.3-1.5 ms p1-p99 to a server on the same machine, with rare
+# stalls of 20-80 ms; every window of a long job pays it once). A 429 at the plain pace means the server
 # counted an earlier request later than we did, by about its Retry-After (up to WIDEN: a longer one speaks of
 # other traffic, not of lateness): the margin widens by that, or doubles if that is more (a busy machine or
 # network delivers less evenly). Every QUIET admissions without one halve the extra again.
-GUARD_S = 0.002
+GUARD_S = 0.005
 WIDEN = 0.02
 MAX_GUARD_S = 0.25
 QUIET = 200
