@@ -114,6 +114,22 @@ def test_a_crash_after_creating_reattaches_to_the_job(server, data, monkeypatch)
     assert len(server.fine_tuning.jobs) == 1 and calls(server, "POST", "/v1/files") == 1
 
 
+def test_an_edited_training_file_starts_a_new_run_instead_of_resuming(server, data, monkeypatch):
+    server.fine_tuning.lost_create_answers = 1
+    monkeypatch.setenv("AIGC_MAX_ATTEMPTS", "1")
+    with pytest.raises(ConnectionFailed):
+        aigc.tune.hosted(data, model=MODEL, poll_interval=0.05)
+    [crashed] = aigc.tune.list_runs()
+    example = json.loads(data.read_text(encoding="utf-8").splitlines()[0])
+    example["messages"][-1]["content"] += " Beep beep."
+    with data.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(example) + "\n")
+    monkeypatch.setenv("AIGC_MAX_ATTEMPTS", "3")
+    job = aigc.tune.hosted(data, model=MODEL, poll_interval=0.05)
+    assert not job.reattached and job.run_id != crashed.run_id and job.data_sha256 != crashed.data_sha256
+    assert job.state == "succeeded" and calls(server, "POST", "/v1/files") == 2  # the edited file went up
+
+
 def test_kill_9_then_the_same_command_reattaches(server, data, tmp_path):
     server.fine_tuning.durations = (0.5, 0.5, 1.5)
     argv = [sys.executable, "-m", "aigc", "tune", "openai", str(data), "--model", MODEL, "--suffix", "k9",

@@ -152,11 +152,10 @@ class Follower:
         return saved.model_copy(update={"reattached": job.reattached})
 
     def start(self, job: HostedJob, path: Path, params: dict[str, Any]) -> HostedJob:
-        """Upload (once) and create the job (once), journalling each step before it is taken."""
+        """Upload (once) and create the job (once), journalling each step before it is taken. ``path`` is
+        the file as :func:`hosted` just hashed it: a run is found again by that hash, so an edited file starts
+        a new run rather than resuming this one."""
         if job.file_id is None:
-            if file_sha256(path) != job.data_sha256:
-                raise InputError(f"{path} changed since this run began; restore it, or start a new run with "
-                                 "--again")
             uploaded = self.api.upload(path)
             job = self._save(job, file_id=uploaded["id"])
             self._tell(job)
