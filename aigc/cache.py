@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .db import Database, Migrations, Store
+from .db import Database, Migrations, Store, utc_stamp
 
 __all__ = ["ResponseCache", "CacheStats", "canonical_json", "CACHE_FILE"]
 
@@ -84,10 +84,6 @@ def canonical_json(request: dict[str, Any]) -> str:
     )
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 @dataclass(frozen=True, slots=True)
 class CacheStats:
     entries: int
@@ -117,7 +113,7 @@ class ResponseCache(Store):
         """The cached completion for ``request``, or None. A hit is counted."""
         rows = self.db.execute(
             "UPDATE responses SET hits = hits + 1, last_hit = ? WHERE key = ? RETURNING completion",
-            (_now(), self.key(request)),
+            (utc_stamp(), self.key(request)),
         )
         return json.loads(rows[0][0]) if rows else None
 
@@ -127,7 +123,7 @@ class ResponseCache(Store):
         self.db.execute(
             "INSERT INTO responses (key, completion, created) VALUES (?, ?, ?)"
             " ON CONFLICT (key) DO UPDATE SET completion = excluded.completion, created = excluded.created",
-            (self.key(request), text, _now()),
+            (self.key(request), text, utc_stamp()),
         )
 
     def clear(self, older_than: timedelta | None = None) -> int:
@@ -135,7 +131,7 @@ class ResponseCache(Store):
         if older_than is None:
             rows = self.db.execute("DELETE FROM responses RETURNING 1")
         else:
-            cutoff = (datetime.now(UTC) - older_than).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            cutoff = utc_stamp(datetime.now(UTC) - older_than)
             rows = self.db.execute("DELETE FROM responses WHERE created < ? RETURNING 1", (cutoff,))
         return len(rows)
 

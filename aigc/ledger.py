@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from .db import Database, Migrations, Store
+from .db import Database, Migrations, Store, utc_stamp
 from .errors import ConfigError, InputError
 
 __all__ = ["Ledger", "LedgerEntry", "ReportRow", "GroupBy", "parse_since", "LEDGER_FILE"]
@@ -104,11 +104,6 @@ _GROUP_EXPR: dict[str, str] = {
 def _utc(moment: datetime) -> datetime:
     """Aware UTC; a naive datetime is taken to be UTC already."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _stamp(moment: datetime) -> str:
-    # Fixed width, so text order is time order and the first 10 characters are the UTC day.
-    return _utc(moment).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"  # as strftime's %f, faster
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +213,7 @@ class Ledger(Store):
         """Append one request (written by the writer thread; see the class docstring)."""
         keep = self.store_prompts
         row = (
-            _stamp(entry.time), entry.backend, entry.model, entry.task,
+            utc_stamp(entry.time), entry.backend, entry.model, entry.task,
             entry.prompt_tokens, entry.completion_tokens, entry.cost_usd, entry.latency_s,
             entry.status, entry.attempts, entry.request_id, entry.job, entry.client_key,
             entry.prompt if keep else None, entry.response if keep else None, entry.redactions,
@@ -285,7 +280,7 @@ class Ledger(Store):
         if since is not None:
             start = datetime.now(UTC) - since if isinstance(since, timedelta) else since
             where.append("time >= ?")
-            params.append(_stamp(start))
+            params.append(utc_stamp(start))
         if job is not None:
             where.append("job = ?")
             params.append(job)

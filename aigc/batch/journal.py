@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..db import Database, Migrations, Store
+from ..db import Database, Migrations, Store, utc_stamp
 
 __all__ = ["Journal", "ItemRow", "RunRow", "BatchRow"]
 
@@ -70,10 +69,6 @@ MIGRATIONS.register(
     );
     """,
 )
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
@@ -148,7 +143,7 @@ class Journal(Store):
     # -- items ------------------------------------------------------------------------------------------
     def register(self, items: Iterable[tuple[str, str]]) -> None:
         """Record (key, item id) pairs not seen before as pending."""
-        stamp = now()
+        stamp = utc_stamp()
         with self.db.transaction() as conn:
             conn.executemany(
                 "INSERT INTO items (key, item_id, state, updated) VALUES (?, ?, 'pending', ?) "
@@ -172,10 +167,10 @@ class Journal(Store):
         """In flight: about to be sent (or submitted in ``batch``)."""
         self.db.execute(
             "UPDATE items SET state = 'in_flight', tries = tries + 1, run_id = ?, batch = ?, updated = ? "
-            "WHERE key = ?", (run_id, batch, now(), key))
+            "WHERE key = ?", (run_id, batch, utc_stamp(), key))
 
     def start_many(self, keys: list[str], run_id: str, batch: str) -> None:
-        stamp = now()
+        stamp = utc_stamp()
         with self.db.transaction() as conn:
             conn.executemany(
                 "UPDATE items SET state = 'in_flight', tries = tries + 1, run_id = ?, batch = ?, updated = ? "
@@ -187,25 +182,25 @@ class Journal(Store):
             "UPDATE items SET state = 'done', permanent = 0, error = NULL, error_type = NULL, output = ?, "
             "text = ?, prompt_tokens = ?, completion_tokens = ?, cost_usd = ?, cached = ?, run_id = ?, "
             "batch = NULL, updated = ? WHERE key = ?",
-            (output, text, prompt_tokens, completion_tokens, cost_usd, int(cached), run_id, now(), key))
+            (output, text, prompt_tokens, completion_tokens, cost_usd, int(cached), run_id, utc_stamp(), key))
 
     def fail(self, key: str, *, run_id: str, error: str, error_type: str, permanent: bool) -> None:
         self.db.execute(
             "UPDATE items SET state = 'failed', error = ?, error_type = ?, permanent = ?, run_id = ?, "
             "batch = NULL, updated = ? WHERE key = ?",
-            (error, error_type, int(permanent), run_id, now(), key))
+            (error, error_type, int(permanent), run_id, utc_stamp(), key))
 
     def release(self, key: str) -> None:
         """Back to pending: it was not sent (budget reached, run stopped), so nothing is lost."""
         self.db.execute("UPDATE items SET state = 'pending', batch = NULL, updated = ? WHERE key = ?",
-                        (now(), key))
+                        (utc_stamp(), key))
 
     def release_in_flight(self, run_id: str) -> int:
         """Back to pending: every item this run had in flight outside a Batch API batch (the run was
         stopped before their answers came); returns how many."""
         return len(self.db.execute(
             "UPDATE items SET state = 'pending', updated = ? WHERE state = 'in_flight' AND run_id = ? "
-            "AND batch IS NULL RETURNING 1", (now(), run_id)))
+            "AND batch IS NULL RETURNING 1", (utc_stamp(), run_id)))
 
     def legacy_outputs(self) -> dict[str, str]:
         """Output path -> key of the latest done item written there (the journal's word on outputs that
@@ -217,14 +212,14 @@ class Journal(Store):
     # -- runs -------------------------------------------------------------------------------------------
     def begin_run(self, run_id: str, mode: str, pid: int) -> None:
         self.db.execute("INSERT INTO runs (id, started, mode, pid) VALUES (?, ?, ?, ?)",
-                        (run_id, now(), mode, pid))
+                        (run_id, utc_stamp(), mode, pid))
 
     def end_run(self, run_id: str, *, exit_code: int, outcome: str, done: int, failed: int, pending: int,
                 tokens: int, cost_usd: float | None, report: str | None) -> None:
         self.db.execute(
             "UPDATE runs SET finished = ?, exit_code = ?, outcome = ?, done = ?, failed = ?, pending = ?, "
             "tokens = ?, cost_usd = ?, report = ? WHERE id = ?",
-            (now(), exit_code, outcome, done, failed, pending, tokens, cost_usd, report, run_id))
+            (utc_stamp(), exit_code, outcome, done, failed, pending, tokens, cost_usd, report, run_id))
 
     def last_run(self) -> RunRow | None:
         rows = self.db.execute("SELECT * FROM runs ORDER BY started DESC, rowid DESC LIMIT 1")
@@ -241,14 +236,14 @@ class Journal(Store):
     def add_batch(self, submission: str, *, input_file_id: str, items: int, run_id: str) -> None:
         self.db.execute(
             "INSERT INTO batches (submission, input_file_id, status, items, created, run_id) "
-            "VALUES (?, ?, 'submitting', ?, ?, ?)", (submission, input_file_id, items, now(), run_id))
+            "VALUES (?, ?, 'submitting', ?, ?, ?)", (submission, input_file_id, items, utc_stamp(), run_id))
 
     def set_batch(self, submission: str, *, batch_id: str | None = None, status: str | None = None,
                   closed: bool = False) -> None:
         self.db.execute(
             "UPDATE batches SET batch_id = coalesce(?, batch_id), status = coalesce(?, status), "
             "closed = CASE WHEN ? THEN ? ELSE closed END WHERE submission = ?",
-            (batch_id, status, int(closed), now(), submission))
+            (batch_id, status, int(closed), utc_stamp(), submission))
 
     def open_batches(self) -> list[BatchRow]:
         rows = self.db.execute("SELECT * FROM batches WHERE closed IS NULL ORDER BY created")

@@ -22,13 +22,14 @@ import time
 from collections.abc import Callable
 
 from ..budget import Budget
+from ..db import utc_stamp
 from ..errors import AigcError, ConfigError, OutputError
 from ..textio import check_folder, check_writable
 from .batchapi import BatchApiMode
 from .direct import DirectMode
 from .inputs import Item, KeyMaker, scan
 from .job import Job
-from .journal import ItemRow, Journal, now
+from .journal import ItemRow, Journal
 from .outcomes import Outcomes, output_line
 from .outputs import JsonlOutput, remove_leftovers
 from .plan import Selection, key_maker, new_run_id, open_client, output_states, select
@@ -133,7 +134,7 @@ class Runner:
             raise ConfigError(f"{self.job.path}: cannot lock {self.job.lock_path} ({e.strerror}); make the "
                               "state folder writable") from None
         with contextlib.suppress(OSError):
-            (self.job.state_dir / "run.pid").write_text(f"pid {os.getpid()}, started {now()}\n")
+            (self.job.state_dir / "run.pid").write_text(f"pid {os.getpid()}, started {utc_stamp()}\n")
         return lock
 
     # -- the run ----------------------------------------------------------------------------------------
@@ -155,7 +156,7 @@ class Runner:
     async def _run(self, client, keys: KeyMaker, opened: list) -> RunReport:
         job = self.job
         run_id = new_run_id()
-        report = RunReport(job=job.name, job_file=str(job.path), run_id=run_id, mode=self.via, started=now())
+        report = RunReport(job=job.name, job_file=str(job.path), run_id=run_id, mode=self.via, started=utc_stamp())
         journal = Journal(job.journal_path, outputs_record=job.records_path.name)
         try:
             items = scan(job, keys)
@@ -335,7 +336,7 @@ class Runner:
         gate = client.accounting.gate
         if gate is not None and gate.active:
             r.rate = gate.stats()
-        r.finished = now()
+        r.finished = utc_stamp()
         r.duration_s = round(time.perf_counter() - books.started, 3)
         path = None
         try:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..budget import Reservation
-from ..db import Database, Migrations, Store
+from ..db import Database, Migrations, Store, utc_stamp
 from ..errors import BudgetExceeded, InputError
 from ..ledger import parse_duration
 
@@ -76,10 +76,6 @@ MIGRATIONS.register(
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _parse(stamp: str | None) -> datetime | None:
@@ -215,7 +211,7 @@ class KeyStore(Store):
             conn.execute(
                 "INSERT INTO keys (name, hash, hint, created_at, expires_at, max_cost_usd, max_total_tokens, rpm,"
                 " tpm, max_parallel, models, budget_period_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, _digest(secret), secret[-4:], _stamp(_now()), _stamp(expiry) if expiry else None,
+                (name, _digest(secret), secret[-4:], utc_stamp(_now()), utc_stamp(expiry) if expiry else None,
                  max_cost_usd, max_total_tokens, rpm, tpm, max_parallel,
                  json.dumps(sorted(set(models))) if models else None, period))
         return self.get(name), secret
@@ -231,7 +227,7 @@ class KeyStore(Store):
 
     def revoke(self, name: str) -> KeyRecord:
         self.get(name)
-        self.db.execute("UPDATE keys SET revoked_at = coalesce(revoked_at, ?) WHERE name = ?", (_stamp(_now()), name))
+        self.db.execute("UPDATE keys SET revoked_at = coalesce(revoked_at, ?) WHERE name = ?", (utc_stamp(_now()), name))
         return self.get(name)
 
     def verify(self, secret: str) -> KeyRecord | None:
@@ -245,10 +241,10 @@ class KeyStore(Store):
         since = key.period_start(now)
         n, tokens, usd = conn.execute(
             "SELECT count(*), coalesce(sum(tokens), 0), coalesce(sum(cost_usd), 0.0) FROM spend"
-            " WHERE key_id = ? AND time >= ?", (key.id, _stamp(since))).fetchone()
+            " WHERE key_id = ? AND time >= ?", (key.id, utc_stamp(since))).fetchone()
         held_tokens, held_usd = conn.execute(
             "SELECT coalesce(sum(tokens), 0), coalesce(sum(cost_usd), 0.0) FROM holds"
-            " WHERE key_id = ? AND expires_at > ?", (key.id, _stamp(now))).fetchone()
+            " WHERE key_id = ? AND expires_at > ?", (key.id, utc_stamp(now))).fetchone()
         return Spend(n, tokens, usd, held_tokens, held_usd, since)
 
     def spend(self, key: KeyRecord) -> Spend:
@@ -280,7 +276,7 @@ class KeyStore(Store):
                         f"cost ${cost_usd:.6f} and ${max(left_usd, 0):.6f} is left. Lower max_tokens or raise "
                         "the key's --max-cost-usd", needed_tokens=tokens, needed_usd=cost_usd)
             cursor = conn.execute("INSERT INTO holds (key_id, tokens, cost_usd, expires_at) VALUES (?, ?, ?, ?)",
-                                  (key.id, tokens, cost_usd, _stamp(now + timedelta(seconds=HOLD_TTL_S))))
+                                  (key.id, tokens, cost_usd, utc_stamp(now + timedelta(seconds=HOLD_TTL_S))))
             return int(cursor.lastrowid)
 
     def settle(self, key: KeyRecord, hold: int, tokens: int, cost_usd: float | None) -> None:
@@ -290,7 +286,7 @@ class KeyStore(Store):
             conn.execute("DELETE FROM holds WHERE id = ?", (hold,))
             charged = cost_usd if cost_usd is not None else (row[0] if row else None)
             conn.execute("INSERT INTO spend (key_id, time, tokens, cost_usd) VALUES (?, ?, ?, ?)",
-                         (key.id, _stamp(_now()), tokens, charged))
+                         (key.id, utc_stamp(_now()), tokens, charged))
 
     def release(self, hold: int) -> None:
         self.db.execute("DELETE FROM holds WHERE id = ?", (hold,))

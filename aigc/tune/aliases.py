@@ -130,14 +130,15 @@ def set_alias(name: str, model: str, *, data_dir: Path | str, models_file: Path 
     if table.lookup(name).known:
         raise InputError(f"{name!r} is already a model name; pick another alias")
     stored, backend, base, input_price, output_price, retires = _describe(model, table)
-    from .store import now, open_store
+    from ..db import utc_stamp
+    from .store import open_store
 
     with open_store(data_dir) as db:
         db.execute(
             f"INSERT INTO aliases ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
             f"ON CONFLICT (name) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _COLUMNS[1:])}",
             (name, stored, backend, base, input_price, output_price, retires.isoformat() if retires else None,
-             now()))
+             utc_stamp(seconds=True)))
     found = resolve(name, data_dir)
     assert found is not None
     return found

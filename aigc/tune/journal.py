@@ -11,9 +11,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..db import Database, Store
+from ..db import Database, Store, utc_stamp
 from ..errors import InputError
-from .store import now, open_store
+from .store import open_store
 from .types import TERMINAL, HostedJob
 
 __all__ = ["Journal", "TERMINAL"]
@@ -37,7 +37,7 @@ class Journal(Store):
               data_sha256: str, epochs: int | None, estimated_tokens: int | None,
               estimated_cost_usd: float | None, state: str) -> HostedJob:
         run_id = str(uuid.uuid4())
-        stamp = now()
+        stamp = utc_stamp(seconds=True)
         self.db.execute(
             "INSERT INTO runs (run_id, key, provider, where_, model, suffix, data_path, data_sha256, epochs, "
             "estimated_tokens, estimated_cost_usd, state, created, updated) "
@@ -50,8 +50,8 @@ class Journal(Store):
         if "checkpoints" in values:
             values["checkpoints"] = json.dumps(values["checkpoints"])
         if values.get("state") in TERMINAL:
-            values.setdefault("finished", now())
-        values["updated"] = now()
+            values.setdefault("finished", utc_stamp(seconds=True))
+        values["updated"] = utc_stamp(seconds=True)
         columns = ", ".join(f"{k} = ?" for k in values)
         self.db.execute(f"UPDATE runs SET {columns} WHERE run_id = ?", (*values.values(), run_id))
         return self.get(run_id)

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import Settings, load_settings
+from ..db import utc_stamp
 from ..errors import ConfigError, InputError
 from ..textio import write_atomic
 from .card import read_card, write_card
 from .checkpoints import latest_complete, remove_incomplete
 from .data import file_sha256
-from .store import now
 from .types import LocalResult, TrainingDataInvalid, TrainProgress
 from .validation import default_epochs, default_max_length, validate
 
@@ -172,7 +172,7 @@ def local(
             train_tokens=counter.tokens, train_seconds=round(seconds, 2),
             tokens_per_s=round(counter.tokens / seconds, 1) if counter.tokens and seconds else None,
             resumed_from_step=resume[0] if resume else None, device=device, dtype=str(dtype).split(".")[-1],
-            saved_dtype=str(dtype).split(".")[-1], created=now())
+            saved_dtype=str(dtype).split(".")[-1], created=utc_stamp(seconds=True))
         card = {**result.model_dump(), "fingerprint": fingerprint, "data_path": str(path.resolve()),
                 "base_location": base.location, "identity": identity, "pad_token": tokenizer.pad_token,
                 "end_token_ids": ends, "losses": losses}

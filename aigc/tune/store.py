@@ -7,13 +7,12 @@ stopped. Aliases are rows too, so naming a model is atomic and visible to every 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 from ..db import Database, Migrations
 from . import store_path
 
-__all__ = ["open_store", "store_path", "now", "MIGRATIONS"]
+__all__ = ["open_store", "store_path", "MIGRATIONS"]
 
 MIGRATIONS = Migrations()
 MIGRATIONS.register(
@@ -57,10 +56,6 @@ MIGRATIONS.register(
     );
     """,
 )
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def open_store(data_dir: Path | str) -> Database:
