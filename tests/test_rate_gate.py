@@ -13,7 +13,7 @@ import aigc
 from aigc.backends.openai.wire import duration, rate_limits
 from aigc.ratelimit import PROBE, RateGate
 from aigc.ratelimit.packing import fill
-from aigc.ratelimit.policy import PATIENCE, PLAN_S, TRIAL_WAIT_S
+from aigc.ratelimit.policy import PATIENCE, TRIAL_WAIT_S
 from tests.openai_server import FakeOpenAIServer
 from tests.openai_server import duration as server_duration
 from tests.test_batch_job import FakeTime as _FakeTime
@@ -181,7 +181,7 @@ def test_of_the_requests_waiting_those_that_fill_the_token_room_best_go_first():
     waiting = {"a": (0, 450), "b": (1, 500), "c": (2, 500)}  # (ticket, tokens), in the order they came
     assert all(gate.reserve(tokens, 0.0, ticket)[0] is None for ticket, tokens in waiting.values())
     t.now += 1.0  # the room is whole again: first come, a and b would take 950 and hold c back a second
-    assert gate.reserve(450, 0.0, 0) == (None, pytest.approx(PLAN_S))  # b and c fill it: a asks again later
+    assert gate.reserve(450, 0.0, 0) == (None, pytest.approx(1.0))  # b and c fill it: a waits for more room
     assert gate.reserve(500, 0.0, 1)[1] == 0
     assert gate.reserve(450, 0.0, 0)[0] is None  # the room is c's while it comes round
     t.now += 0.01  # (two never leave at once)

@@ -30,13 +30,15 @@ class Waiting:
         self._plan.discard(ticket)
 
     def turn(self, now: float, ticket: int, limits: dict[str, Limit]) -> float:
-        """``now`` if ``ticket``, which fits now, may go; else when to ask again, because other waiting
-        requests fill the room better: when the room next grows, or once the chosen have gone (a raised pace
-        grows it too)."""
+        """``now`` if ``ticket``, which fits now, may go; else the moment the token room next grows, because
+        other waiting requests fill the room better. (The gate asks only at its plain pace, which never
+        rises again, so the room grows only as bookings leave the window.)"""
         limit = limits.get("tokens")
         if limit is None or len(self._tokens) < 2:
             return now
         room = limit.share.room(now)
+        if sum(self._tokens.values()) <= room:  # all of them fit: nothing to choose (request-bound runs)
+            return now
         if now - self._planned < PLAN_S:
             if ticket in self._plan:
                 return now
@@ -51,7 +53,7 @@ class Waiting:
         self._plan, self._planned = set(fill(ready, room)), now
         if ticket in self._plan or not self._plan:
             return now
-        return max(min(limit.share.grows(now), now + PLAN_S), now + 0.001)
+        return max(limit.share.grows(now), now + 0.001)
 
 
 def fill(waiting: Sequence[tuple[Hashable, int]], room: float) -> list[Hashable]:
