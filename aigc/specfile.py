@@ -1,4 +1,5 @@
-"""Reading a TOML file that a pydantic model describes (job files, eval suites), with one clear line per mistake."""
+"""Reading a TOML file that a pydantic model describes (job files, eval suites), with one clear line per mistake,
+and the tables both kinds share."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import tomllib
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 
-__all__ = ["read_spec"]
+__all__ = ["read_spec", "Section", "LimitsSpec", "BudgetSpec"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -46,3 +47,23 @@ def where(loc: tuple) -> str:
     if len(parts) >= 2:
         return f"[{parts[0]}] {'.'.join(parts[1:])}"
     return parts[0] if parts else "the file"
+
+
+class Section(BaseModel):
+    """A table of a spec file: a key it does not know is a mistake."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class LimitsSpec(Section):
+    concurrency: int = Field(4, ge=1, le=512)
+    rpm: float | None = Field(None, gt=0, description="requests per minute")
+    tpm: float | None = Field(None, gt=0, description="tokens per minute: prompt plus max output")
+
+
+class BudgetSpec(Section):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    max_cost_usd: float | None = Field(None, ge=0)
+    # ``max_tokens`` is its earlier name, still accepted.
+    max_total_tokens: int | None = Field(None, ge=0, validation_alias=AliasChoices("max_total_tokens", "max_tokens"))

@@ -13,20 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from ..errors import ConfigError
-from ..specfile import read_spec
+from ..specfile import BudgetSpec, LimitsSpec, Section, read_spec
 from ..tasks import Task, find_task, task_names
 
 __all__ = ["Job", "load_job"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class InputSpec(_Section):
+class InputSpec(Section):
     glob: str | None = Field(None, description="files to process, relative to the job file")
     jsonl: str | None = Field(None, description="a JSONL file of records with an id and fields")
     input_var: str | None = Field(None, description="template jobs: the variable a file's text fills")
@@ -38,7 +34,7 @@ class InputSpec(_Section):
         return self
 
 
-class OutputSpec(_Section):
+class OutputSpec(Section):
     dir: str | None = Field(None, description="one file per input, same stem")
     suffix: str | None = Field(None, description="output file suffix; default: the input's")
     jsonl: str | None = Field(None, description="one JSON line per item")
@@ -54,7 +50,7 @@ class OutputSpec(_Section):
         return self
 
 
-class ModelSpec(_Section):
+class ModelSpec(Section):
     backend: str | None = None
     model: str | None = None
     base_url: str | None = None
@@ -68,21 +64,7 @@ class ModelSpec(_Section):
     seed: int | None = Field(None, description="sampling seed, sent with each request (part of the item key)")
 
 
-class LimitsSpec(_Section):
-    concurrency: int = Field(4, ge=1, le=512)
-    rpm: float | None = Field(None, gt=0, description="requests per minute")
-    tpm: float | None = Field(None, gt=0, description="tokens per minute: prompt plus max output")
-
-
-class BudgetSpec(_Section):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    max_cost_usd: float | None = Field(None, ge=0)
-    # ``max_tokens`` is its earlier name, still accepted.
-    max_total_tokens: int | None = Field(None, ge=0, validation_alias=AliasChoices("max_total_tokens", "max_tokens"))
-
-
-class SafetySpec(_Section):
+class SafetySpec(Section):
     redact: bool | None = Field(None, description="placeholders for e-mail, phone, card and IBAN numbers")
     region: str | None = Field(None, pattern=r"^[A-Za-z]{2}$", description="phone numbers' region, e.g. DE")
     moderate: bool | None = Field(None, description="check input and output with the moderation endpoint")
@@ -90,12 +72,12 @@ class SafetySpec(_Section):
     thresholds: dict[str, float] | None = Field(None, description="category -> score that stops an item")
 
 
-class BatchApiSpec(_Section):
+class BatchApiSpec(Section):
     poll_interval_s: float = Field(30.0, gt=0)
     max_requests_per_batch: int = Field(50_000, ge=1, le=50_000)
 
 
-class JobFile(_Section):
+class JobFile(Section):
     name: str | None = None
     task: str | None = None
     template: str | None = None

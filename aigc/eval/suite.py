@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from ..errors import ConfigError, InputError
-from ..specfile import read_spec
+from ..specfile import BudgetSpec, LimitsSpec, Section, read_spec
 from ..textio import decode_text
 
 __all__ = ["Suite", "Candidate", "JudgeSpec", "Record", "load_suite", "DEFAULT_METRICS", "INPUT_FIELDS"]
@@ -30,28 +30,13 @@ DEFAULT_METRICS = {"summarize": ["rouge"], "translate": ["chrf", "bleu"], "news"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LimitsSpec(_Section):
-    concurrency: int = Field(4, ge=1, le=512)
-    rpm: float | None = Field(None, gt=0)
-    tpm: float | None = Field(None, gt=0)
-
-
-class BudgetSpec(_Section):
-    max_cost_usd: float | None = Field(None, ge=0)
-    max_total_tokens: int | None = Field(None, ge=0)
-
-
-class FieldsSpec(_Section):
+class FieldsSpec(Section):
     input: str | None = Field(None, description="the record field holding the input (default: the task's)")
     reference: str = Field("reference", description="the reference text (or a list of them), or the label")
     language: str | None = Field(None, description="a field holding each item's language code")
 
 
-class ChecksSpec(_Section):
+class ChecksSpec(Section):
     length: str | None = Field(None, description='requested length, e.g. "2 sentences" or "50 words"')
     length_tolerance: float = Field(0.5, gt=0, le=10)
     language: str | None = Field(None, description="the language every output must be in, e.g. en")
@@ -59,7 +44,7 @@ class ChecksSpec(_Section):
     labels: list[str] | None = Field(None, description="the allowed labels (label metrics)")
 
 
-class CandidateSpec(_Section):
+class CandidateSpec(Section):
     name: str
     backend: str | None = None
     model: str | None = None
@@ -75,7 +60,7 @@ class CandidateSpec(_Section):
     limits: LimitsSpec | None = None
 
 
-class JudgeSpec(_Section):
+class JudgeSpec(Section):
     mode: Literal["pointwise", "pairwise"] = "pointwise"
     backend: str | None = None
     model: str | None = None
@@ -89,7 +74,7 @@ class JudgeSpec(_Section):
     limits: LimitsSpec | None = None
 
 
-class SuiteFile(_Section):
+class SuiteFile(Section):
     name: str | None = None
     description: str = ""
     task: str | None = None
