@@ -38,12 +38,15 @@ _FRESH_START = "move it aside and aigc will start a new one"
 Step = str | Callable[[sqlite3.Connection], None]
 
 
+def as_utc(moment: datetime) -> datetime:
+    """Aware UTC; a naive datetime is taken to be UTC already."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def utc_stamp(moment: datetime | None = None, *, seconds: bool = False) -> str:
     """A UTC time as the stores write it (default: now): fixed width, ``2026-12-02T16:05:00.123456Z`` (or
-    to the second), so text order is time order and the first 10 characters are the day. A naive
-    ``moment`` is taken to be UTC already."""
-    moment = datetime.now(UTC) if moment is None else (
-        moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC))
+    to the second), so text order is time order and the first 10 characters are the day."""
+    moment = datetime.now(UTC) if moment is None else as_utc(moment)
     return moment.replace(tzinfo=None).isoformat(timespec="seconds" if seconds else "microseconds") + "Z"
 
 

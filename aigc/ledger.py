@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from .db import Database, Migrations, Store, utc_stamp
+from .db import Database, Migrations, Store, as_utc, utc_stamp
 from .errors import ConfigError, InputError
 
 __all__ = ["Ledger", "LedgerEntry", "ReportRow", "GroupBy", "parse_since", "LEDGER_FILE"]
@@ -101,11 +101,6 @@ _GROUP_EXPR: dict[str, str] = {
 }
 
 
-def _utc(moment: datetime) -> datetime:
-    """Aware UTC; a naive datetime is taken to be UTC already."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
     """One request as the ledger records it.
@@ -172,9 +167,9 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     """
     duration = parse_duration(text)
     if duration is not None:
-        return _utc(now or datetime.now(UTC)) - duration
+        return as_utc(now or datetime.now(UTC)) - duration
     try:
-        return _utc(datetime.fromisoformat(text.strip()))
+        return as_utc(datetime.fromisoformat(text.strip()))
     except ValueError:
         pass
     raise InputError(

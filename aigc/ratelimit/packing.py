@@ -42,11 +42,11 @@ class Waiting:
         if now - self._planned < PLAN_S:
             if ticket in self._plan:
                 return now
-            chosen = sum(self._tokens.get(t, 0) for t in self._plan)
+            chosen = sum(self._tokens[t] for t in self._plan)
             if self._tokens[ticket] <= room - chosen:  # room to spare beyond the chosen
                 return now
-        ready = [(t, n) for t, n in self._tokens.items()
-                 if n <= room and all(lim.share.fits(now, n if lim.tokens else 1) for lim in limits.values())]
+        # the caller fits every limit now, so another fits if its tokens fit the room: a request counts one
+        ready = [(t, n) for t, n in self._tokens.items() if n <= room]
         requests = limits.get("requests")
         if sum(n for _, n in ready) <= room or requests is not None and len(ready) > requests.share.room(now):
             return now  # all of them fit, or the requests limit binds: whoever comes first goes first

@@ -211,7 +211,7 @@ class KeyStore(Store):
             conn.execute(
                 "INSERT INTO keys (name, hash, hint, created_at, expires_at, max_cost_usd, max_total_tokens, rpm,"
                 " tpm, max_parallel, models, budget_period_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, _digest(secret), secret[-4:], utc_stamp(_now()), utc_stamp(expiry) if expiry else None,
+                (name, _digest(secret), secret[-4:], utc_stamp(), utc_stamp(expiry) if expiry else None,
                  max_cost_usd, max_total_tokens, rpm, tpm, max_parallel,
                  json.dumps(sorted(set(models))) if models else None, period))
         return self.get(name), secret
@@ -227,7 +227,7 @@ class KeyStore(Store):
 
     def revoke(self, name: str) -> KeyRecord:
         self.get(name)
-        self.db.execute("UPDATE keys SET revoked_at = coalesce(revoked_at, ?) WHERE name = ?", (utc_stamp(_now()), name))
+        self.db.execute("UPDATE keys SET revoked_at = coalesce(revoked_at, ?) WHERE name = ?", (utc_stamp(), name))
         return self.get(name)
 
     def verify(self, secret: str) -> KeyRecord | None:
@@ -286,7 +286,7 @@ class KeyStore(Store):
             conn.execute("DELETE FROM holds WHERE id = ?", (hold,))
             charged = cost_usd if cost_usd is not None else (row[0] if row else None)
             conn.execute("INSERT INTO spend (key_id, time, tokens, cost_usd) VALUES (?, ?, ?, ?)",
-                         (key.id, utc_stamp(_now()), tokens, charged))
+                         (key.id, utc_stamp(), tokens, charged))
 
     def release(self, hold: int) -> None:
         self.db.execute("DELETE FROM holds WHERE id = ?", (hold,))
