@@ -13,7 +13,7 @@ import aigc
 from aigc.backends.openai.wire import duration, rate_limits
 from aigc.ratelimit import PROBE, RateGate
 from aigc.ratelimit.packing import fill
-from aigc.ratelimit.policy import PATIENCE, TRIAL_WAIT_S
+from aigc.ratelimit.policy import LEAD_QUANTILE, LEADS, PATIENCE, TRIAL_WAIT_S
 from tests.openai_server import FakeOpenAIServer
 from tests.openai_server import duration as server_duration
 from tests.test_batch_job import FakeTime as _FakeTime
@@ -259,9 +259,46 @@ def test_a_request_held_up_after_it_was_counted_counts_from_when_it_leaves():
     assert gate.reserve(1) == (None, pytest.approx(0.2))  # the first's counts from 0.3
 
 
-def test_the_hosted_client_tells_the_gate_when_each_request_leaves(monkeypatch):
-    left = []
+def test_a_request_counts_from_when_it_goes_on_the_wire_sooner_or_later_than_its_moment():
+    t = FakeTime()
+    gate = RateGate(rpm=120, guard=0.0, cold=0.0, clock=t.clock)  # 2 a second
+    first, _ = gate.reserve(1)
+    gate.left_late(first)
+    t.now += 0.05  # waiting for a connection, a handshake: its headers go out 50 ms after the hook
+    gate.sent(first)
+    t.now += 0.05
+    second, _ = gate.reserve(1)
+    t.now -= 0.002
+    gate.sent(second)  # on the wire 2 ms before its moment
+    t.now += 0.002
+    assert gate.reserve(1) == (None, pytest.approx(0.95))  # the first counts from 0.05, not 0
+    t.now += 0.95
+    assert gate.reserve(1)[0] is not None
+    assert gate.reserve(1) == (None, pytest.approx(0.048))  # the second counts from 0.098, not 0.1
+
+
+def test_requests_are_let_go_as_much_sooner_as_they_usually_take_to_reach_the_wire():
+    t = FakeTime()
+    gate = RateGate(rpm=60, guard=0.0, cold=0.0, clock=t.clock)  # one a second
+    took = [0.002, 0.003, 0.004, 0.005] * (LEADS // 4)  # from its moment to the wire: 2-5 ms
+    for delay in took:
+        t.now += 1.0
+        slot, wait = gate.reserve(1)
+        assert slot is not None and wait == 0
+        t.now += delay
+        gate.sent(slot)
+    lead = sorted(took)[int(LEAD_QUANTILE * len(took))]
+    assert lead == 0.003 and gate.stats()["lead_s"] == pytest.approx(lead)
+    assert gate.reserve(1) == (None, pytest.approx(1.0 - lead))  # let go 3 ms before the window has room
+    t.now += 1.0 - lead
+    slot, wait = gate.reserve(1)
+    assert wait == 0 and slot.at == pytest.approx(t.now + lead)  # and counted from when it will be sent
+
+
+def test_the_hosted_client_tells_the_gate_when_each_request_leaves_and_goes_on_the_wire(monkeypatch):
+    left, sent = [], []
     monkeypatch.setattr(RateGate, "left_late", lambda self, slot: left.append(slot))
+    monkeypatch.setattr(RateGate, "sent", lambda self, slot: sent.append(slot))
     options = dict(api_key="sk-test", model="gpt-4o-mini", rpm=600, ledger=False)
 
     async def from_async_code(url):
@@ -276,6 +313,7 @@ def test_the_hosted_client_tells_the_gate_when_each_request_leaves(monkeypatch):
         with aigc.Client(**options) as client:
             client.summarize("The ferry left at noon.")
     assert len(left) == 3 and len({id(slot) for slot in left}) == 3
+    assert [id(slot) for slot in sent] == [id(slot) for slot in left]  # each one's headers, once each
 
 
 async def test_what_was_sent_while_learning_counts_once_the_limits_are_known():

@@ -19,11 +19,14 @@ from .policy import (
     GAP_S,
     GUARD_S,
     HIGH,
+    LEAD_QUANTILE,
+    LEADS,
     LOW,
     LOWER,
     MAX_BOOST,
     MAX_COOLDOWN_S,
     MAX_GUARD_S,
+    MAX_LEAD_S,
     MAX_RAISE,
     PATIENCE,
     POLL_S,
@@ -58,6 +61,8 @@ class Slot:
     proof: bool = False  # a trial after one that got in: its answer settles it
     out: bool = True  # in flight: not yet finished (or voided)
     left: bool = False  # its request has left (see :func:`leaving`)
+    sent: float = 0.0  # when its places say it leaves: ``at`` until the HTTP client says otherwise
+    let_go: float = 0.0  # when its caller was to go on (``at`` less the gate's lead)
 
 
 class RateGate:
@@ -92,6 +97,8 @@ class RateGate:
         self._raised = float("-inf")
         self._probing, self._silent, self._heard = 0, 0, False
         self._rtt = 0.0  # a moving average of how long an attempt takes, from its slot to its answer
+        self._leads: deque[float] = deque(maxlen=LEADS)  # how long the last requests took to reach the wire
+        self._lead = 0.0  # the LEAD_QUANTILE of those: how much sooner than its moment a request is let go
         self._cool_until = 0.0
         self._epoch = 0
         self._quiet = 0
@@ -143,8 +150,9 @@ class RateGate:
                     self._hold(now, "requests", POLL_S)
                     return None, POLL_S
                 self._trial = None  # no answer yet (a stalled request): the pace goes on unconfirmed
-            at = max(now, self._cool_until)
-            reason = "429s" if at > now else ""
+            soon = now + self._lead  # a request let go now is on the wire this much later: booked for then
+            at = max(soon, self._cool_until)
+            reason = "429s" if at > soon else ""
             for limit in self._limits.values():
                 limit.share.prune(now)
                 limit.minute.prune(now)
@@ -154,7 +162,7 @@ class RateGate:
                 ahead = ahead or waited >= PATIENCE * limit.share.seconds or amount > limit.share.capacity
                 gap = min(gap, limit.share.seconds * amount / limit.share.capacity / 4)
             for _ in range(16):  # a fit in one window can push past another's; settles in a step or two
-                start = at
+                before = at
                 for name, limit in self._limits.items():
                     amount = tokens if limit.tokens else 1
                     fit = max(limit.share.earliest(at, amount), limit.minute.earliest(at, amount))
@@ -162,18 +170,18 @@ class RateGate:
                         at, reason = fit, name
                 if (spaced := self._spaced(at, gap)) > at:
                     at = spaced
-                if at == start:
+                if at == before:
                     break
             trial = not self._confirmed and self._boost > 1 and not all(
                 limit.share.fits(at, tokens if limit.tokens else 1, limit.base) for limit in self._limits.values())
             # of several waiting, those that fill the token room best go first, once a 429 has shown that the
             # server counts over short windows (otherwise the share is only where the pace starts)
-            if at <= now and not ahead and ticket is not None and self.penalties and self._boost == 1:
-                at = self._waiting.turn(now, ticket, self._limits)
-                reason = "tokens" if at > now else reason
-            if at > now and not ahead:
-                self._hold(now, reason, at - now)
-                return None, at - now
+            if at <= soon and not ahead and ticket is not None and self.penalties and self._boost == 1:
+                at = self._waiting.turn(soon, ticket, self._limits)
+                reason = "tokens" if at > soon else reason
+            if at > soon and not ahead:
+                self._hold(now, reason, at - soon)
+                return None, at - soon
             if ticket is not None:
                 self._waiting.leave(ticket)
             # A trial proves the server counts over longer windows only if the share was already exceeded
@@ -181,7 +189,7 @@ class RateGate:
             # server late, after the trial, can let one trial in, not two, and the clocks differ by a little.
             proof = trial and any(limit.share.load(at, 0.9 * limit.span) > limit.base + EPS
                                   for limit in self._limits.values())
-            slot = Slot(self, at, epoch=self._epoch, trial=trial, proof=proof)
+            slot = Slot(self, at, epoch=self._epoch, trial=trial, proof=proof, sent=at, let_go=at - (soon - now))
             if trial:
                 self._trial = slot
             cold = self._count_out(at) or at < self._first + min(limit.span for limit in self._limits.values())
@@ -196,11 +204,11 @@ class RateGate:
             self._quiet += 1
             if self._quiet >= QUIET and self._guard > self._base_guard:
                 self._set_guard(self._base_guard + (self._guard - self._base_guard) / 2)
-            if at > now:
-                self._hold(now, reason, at - now)
+            if at > soon:
+                self._hold(now, reason, at - soon)
             self._recent.append((at, tokens))
             self._forget(now)
-            return slot, at - now
+            return slot, at - soon
 
     def _count_out(self, at: float) -> bool:
         """One more request in flight, leaving at ``at``; True if it needs a new connection (called holding
@@ -292,21 +300,39 @@ class RateGate:
                 self._confirmed = self._confirmed or (slot.proof and slot.epoch == self._epoch)
 
     def left_late(self, slot: Slot) -> None:
-        """``slot``'s request leaves now. A busy interpreter (many threads, one lock) can hold it back for
-        tens of milliseconds after it was counted; the server counts it from when it arrives, so its places
-        move as late as it is. Only its first leaving counts (the SDK's other requests go by too)."""
+        """``slot``'s request leaves now (the HTTP client's request hook). A busy interpreter (many threads,
+        one lock) can hold it back for tens of milliseconds after it was counted; the server counts it from
+        when it arrives, so its places move as late as it is. Only its first leaving counts (the SDK's other
+        requests go by too)."""
         with self._lock:
             if slot.left:
                 return
             slot.left = True
-            late = self._clock() - slot.at
-            if late <= 0.001:
-                return
-            moved = []
-            for window, (when, amount) in slot.places:
-                window.remove((when, amount))
-                moved.append((window, window.add(when + late, amount)))
-            slot.places = moved
+            self._move(slot, self._clock())
+
+    def sent(self, slot: Slot) -> None:
+        """``slot``'s request is on the wire now, after any wait for a connection and its handshakes (the
+        HTTP client's trace): its places count from here, and the next requests are let go as much sooner
+        than their moments as requests usually take to get there."""
+        with self._lock:
+            now = self._clock()
+            self._move(slot, now)
+            self._leads.append(now - slot.let_go)
+            if len(self._leads) >= LEADS // 4:
+                self._lead = min(MAX_LEAD_S, sorted(self._leads)[int(LEAD_QUANTILE * len(self._leads))])
+
+    def _move(self, slot: Slot, now: float) -> None:
+        """Move ``slot``'s places as much later (or sooner) as it leaves than they said (called holding the
+        lock)."""
+        late = now - slot.sent
+        if late == 0:
+            return
+        slot.sent = now
+        moved = []
+        for window, (when, amount) in slot.places:
+            window.remove((when, amount))
+            moved.append((window, window.add(when + late, amount)))
+        slot.places = moved
 
     def _back(self, slot: Slot) -> None:
         """``slot`` is no longer in flight (answered, or void before it left)."""
@@ -428,7 +454,8 @@ class RateGate:
 
     def stats(self) -> dict[str, Any]:
         return {"rpm": self.rpm, "tpm": self.tpm, "learned": self._heard and self.learn,
-                "boost": round(self._boost, 2), "margin_s": round(self._guard, 4), "waited_s": round(self.waited_s, 3),
+                "boost": round(self._boost, 2), "margin_s": round(self._guard, 4), "lead_s": round(self._lead, 4),
+                "waited_s": round(self.waited_s, 3),
                 "waited_by": {k: round(v, 3) for k, v in self.waits.items()},
                 "rate_limited": self.penalties, "refunded": self.refunds, **{"pace": self.pace()}}
 
@@ -442,12 +469,45 @@ def _lower(ceiling: float | None, heard: float | None) -> float | None:
 def leaving(request: object = None) -> None:
     """The caller's request is leaving now: an HTTP client's request hook (``event_hooks={"request":
     [leaving]}``), run in the thread or task that took the slot. The gate counts it from now if it was held
-    up after it was counted."""
+    up after it was counted, and from when its bytes go out if it then waits for a connection (an httpx
+    ``trace`` extension, added to the request)."""
     slot = _LAST.get()
-    if slot is not None:
+    if slot is not None and not slot.left:
         slot.gate.left_late(slot)
+        _trace(request, slot, asynchronous=False)
 
 
 async def aleaving(request: object = None) -> None:
     """:func:`leaving` for an async HTTP client."""
-    leaving()
+    slot = _LAST.get()
+    if slot is not None and not slot.left:
+        slot.gate.left_late(slot)
+        _trace(request, slot, asynchronous=True)
+
+
+def _trace(request: object, slot: Slot, *, asynchronous: bool) -> None:
+    """Have the HTTP client say when ``request``'s headers start going out (after any wait for a connection,
+    its TCP and TLS handshakes): ``slot`` counts from then. A trace already there is still called."""
+    extensions = getattr(request, "extensions", None)
+    if not isinstance(extensions, dict):
+        return
+    before = extensions.get("trace")
+
+    def on(name: str) -> None:
+        if name.endswith(".send_request_headers.started"):
+            slot.gate.sent(slot)
+
+    if asynchronous:
+        async def atrace(name: str, info: dict[str, Any]) -> None:
+            on(name)
+            if before is not None:
+                await before(name, info)
+
+        extensions["trace"] = atrace
+    else:
+        def trace(name: str, info: dict[str, Any]) -> None:
+            on(name)
+            if before is not None:
+                before(name, info)
+
+        extensions["trace"] = trace

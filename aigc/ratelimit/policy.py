@@ -10,11 +10,15 @@ GUARD_S = 0.005
 WIDEN = 0.02
 MAX_GUARD_S = 0.25
 QUIET = 200
-# A request that needs a connection nobody has opened yet (more in flight than ever before) reaches the
-# server's books later still: a TCP and a TLS handshake, a round trip or two. So do the others of the first
-# second, while both ends warm up, and less evenly. Their places count from this much after they leave (the
-# first requests to a server on the same machine: 8-30 ms on a quiet machine, up to 60 ms on a busy one).
-COLD_S = 0.05
+# A request counts from when its headers start going out (the HTTP client's trace: after any wait for a
+# connection, the TCP and TLS handshakes), and reaches a server on the same machine 0.3-1.7 ms later (p1-p99,
+# 3 ms at most). One on a connection nobody has opened yet, and the others of the run's first second, while the
+# server starts a thread for each, count from this much later still.
+COLD_S = 0.01
+# Let go at its moment, a request is on the wire 1-2.5 ms later (the event loop's wake-up, the SDK building it,
+# a connection from the pool), and every window of a long job would pay that. So a request is let go sooner
+# by the LEAD_QUANTILE of how long the last LEADS took (at most MAX_LEAD_S), and counts from when it is sent.
+LEADS, LEAD_QUANTILE, MAX_LEAD_S = 64, 0.25, 0.02
 # A request goes the moment it fits, so a small one may take room a larger one is waiting for; one that has
 # waited this many window lengths books the earliest moment it fits instead, and the others keep clear of it.
 PATIENCE = 2.0
