@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from pathlib import Path
@@ -59,6 +60,22 @@ def test_a_run_does_every_item_once_and_a_rerun_sends_nothing(server, tmp_path, 
     code, out, _ = run_cli(capsys, "batch", "run", job)
     assert code == 0 and server.request_count == 7
     assert last_report(tmp_path)["done_this_run"] == 1
+
+
+def test_while_a_run_sends_what_was_loaded_before_it_is_out_of_the_collectors_way(tmp_path, capsys, monkeypatch):
+    frozen = []
+
+    def reply(body):
+        frozen.append(gc.get_freeze_count())
+        return reply_for(body)
+
+    with FakeOpenAIServer(reply=reply) as s:
+        use_server(monkeypatch, s)
+        make_articles(tmp_path / "articles", 2)
+        code, out, err = run_cli(capsys, "batch", "run", write_job(tmp_path, SUMMARIZE))
+    assert code == 0, out + err
+    assert len(frozen) == 2 and min(frozen) > 20_000  # the SDK's objects among them: no pause to walk them
+    assert gc.get_freeze_count() == 0  # in the collector's care again after the run
 
 
 def test_a_changed_template_redoes_every_item_and_other_jobs_reuse_the_cache(server, tmp_path, capsys):
