@@ -61,8 +61,12 @@ class Slot:
     proof: bool = False  # a trial after one that got in: its answer settles it
     out: bool = True  # in flight: not yet finished (or voided)
     left: bool = False  # its request has left (see :func:`leaving`)
-    sent: float = 0.0  # when its places say it leaves: ``at`` until the HTTP client says otherwise
-    let_go: float = 0.0  # when its caller was to go on (``at`` less the gate's lead)
+    sent: float | None = None  # when its places say it leaves: ``at`` until the HTTP client says otherwise
+    let_go: float | None = None  # when its caller was to go on: ``at`` less the gate's lead
+
+    def __post_init__(self) -> None:
+        self.sent = self.at if self.sent is None else self.sent
+        self.let_go = self.at if self.let_go is None else self.let_go
 
 
 class RateGate:
@@ -189,7 +193,7 @@ class RateGate:
             # server late, after the trial, can let one trial in, not two, and the clocks differ by a little.
             proof = trial and any(limit.share.load(at, 0.9 * limit.span) > limit.base + EPS
                                   for limit in self._limits.values())
-            slot = Slot(self, at, epoch=self._epoch, trial=trial, proof=proof, sent=at, let_go=at - (soon - now))
+            slot = Slot(self, at, epoch=self._epoch, trial=trial, proof=proof, let_go=now + (at - soon))
             if trial:
                 self._trial = slot
             cold = self._count_out(at) or at < self._first + min(limit.span for limit in self._limits.values())
