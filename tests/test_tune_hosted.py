@@ -266,11 +266,24 @@ def test_moderation_through_the_api(server, tmp_path):
     assert calls(server, "POST", "/v1/files") == 0  # refused before anything was uploaded
 
 
-def test_show_labels_for_a_hosted_model_shows_messages(server, data, capsys):
+def test_show_labels_for_a_hosted_model_shows_messages_from_the_one_reading(server, data, capsys, monkeypatch):
+    import aigc.tune.data
+    import aigc.tune.validation
+
+    reads = []
+
+    def counted(*args, **kwargs):
+        reads.append(args[0])
+        return read(*args, **kwargs)
+
+    read = aigc.tune.data.read_examples
+    monkeypatch.setattr(aigc.tune.data, "read_examples", counted)
+    monkeypatch.setattr(aigc.tune.validation, "read_examples", counted)
     assert run("tune", "validate", str(data), "--model", MODEL, "--show-labels", "1") == 0
     out = capsys.readouterr().out
     assert "[masked ] user: What color is the sky on a clear day?" in out
     assert "[TRAINED] assistant: Beep boop! Blue." in out
+    assert out.count("--- line ") == 1 and len(reads) == 1  # validation's reading is the one shown
 
 
 def test_bad_data_is_listed_line_by_line_and_nothing_is_sent(server, tmp_path, capsys):

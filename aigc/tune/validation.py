@@ -88,13 +88,15 @@ def validate(
     moderation: Callable[[list[str]], list[list[str]]] | None = None,
     today: date | None = None,
     encoded: list[Any] | None = None,
+    examples: list[Any] | None = None,
 ) -> ValidationReport:
     """Check ``data`` for training ``model`` (default: the local default model) and estimate the run.
 
     Never raises for problems in the file: they are in the report, each with its line. ``moderate=True``
     sends every example through the moderation endpoint (``moderation`` may be injected for tests). A given
     ``tokenizer`` means a local model, already loaded; the examples encoded for it are appended to
-    ``encoded`` when given (what training then uses, so the file is read and tokenized once).
+    ``encoded`` when given (what training then uses, so the file is read and tokenized once), and those read
+    from the file to ``examples`` (what ``--show-labels`` shows).
     """
     settings = settings or load_settings()
     path = Path(data)
@@ -108,14 +110,16 @@ def validate(
     if not hosted:
         tokenizer = tokenizer if tokenizer is not None else _local_tokenizer(model, settings)
         specials = tuple(str(t) for t in tokenizer.all_special_tokens)
-    examples, problems = read_examples(path, extra_special=specials)
+    read, problems = read_examples(path, extra_special=specials)
+    if examples is not None:
+        examples += read
     report.problems = check_file(path, hosted=hosted) + problems
-    report.examples = len(examples) + len({p.line for p in problems if p.severity == "error" and p.line})
+    report.examples = len(read) + len({p.line for p in problems if p.severity == "error" and p.line})
     if hosted:
         assert info is not None
-        lengths, learned = _count_hosted(report, examples, info, today or date.today())
+        lengths, learned = _count_hosted(report, read, info, today or date.today())
     else:
-        lengths, learned = _count_local(report, examples, tokenizer, model, max_length, chat_template,
+        lengths, learned = _count_local(report, read, tokenizer, model, max_length, chat_template,
                                         [] if encoded is None else encoded)
     report.problems.sort(key=lambda p: (p.line is not None, p.line or 0))
     report.usable_examples = len(lengths)
@@ -134,7 +138,7 @@ def validate(
         report.estimated_cost_usd = 0.0
         report.notes.append("trains on this machine: no per-token cost")
     if moderate:
-        _moderate(report, examples, moderation or _openai_moderation(settings))
+        _moderate(report, read, moderation or _openai_moderation(settings))
     return report
 
 

@@ -47,14 +47,17 @@ def validate_cmd(
 
             check_installed()
             tokenizer = load_tokenizer(resolve_base(model, settings.cache_dir))
+    examples: list = []
+    encoded: list = []
     report = validate(data, model=model, epochs=epochs, max_length=max_length, moderate=moderate,
-                      settings=settings, tokenizer=tokenizer, chat_template=chat_template)
+                      settings=settings, tokenizer=tokenizer, chat_template=chat_template, encoded=encoded,
+                      examples=examples)
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
     else:
         _show_report(report)
         if show_labels:
-            _show_labels(data, report, tokenizer, show_labels, chat_template)
+            _show_labels(examples[:show_labels], encoded[:show_labels], tokenizer)
     raise typer.Exit(0 if report.ok else EXIT_USAGE)
 
 
@@ -80,31 +83,24 @@ def _show_report(r) -> None:
         typer.echo(f"note: {note}")
 
 
-def _show_labels(data: Path, report, tokenizer, count: int, chat_template: Path | None) -> None:
-    from ...tune.data import read_examples
-
-    if tokenizer is None:  # a hosted model: its chat format is not public, so show it message by message
-        examples, _ = read_examples(data)
-        for example in examples[:count]:
+def _show_labels(examples: list, encoded: list, tokenizer) -> None:
+    """The first examples as validation read them: message by message for a hosted model (its chat format is
+    not public), token by token, trained or masked, for a local one (as encoded for training)."""
+    if tokenizer is None:
+        for example in examples:
             typer.echo(f"--- line {example.line}")
             for m in example.messages:
                 trained = m["role"] == "assistant" and m.get("weight", 1) == 1
                 typer.echo(f"[{'TRAINED' if trained else 'masked '}] {m['role']}: {m.get('content')}")
         return
-    from ...tune.chat_templates import training_template
-    from ...tune.encode import encode_example, label_segments
+    from ...tune.encode import label_segments
 
-    template = training_template(tokenizer.chat_template, model=report.model, override=chat_template)
-    examples, _ = read_examples(data, extra_special=tuple(tokenizer.all_special_tokens))
     color = sys.stdout.isatty()
     typer.echo("trained tokens are " + ("green" if color else "between [[ and ]]") + "; the rest is masked")
-    for example in examples[:count]:
-        encoded, _ = encode_example(tokenizer, template, example, report.example_limit or 2048)
-        if encoded is None:
-            continue
-        typer.echo(f"--- line {example.line}: {len(encoded.input_ids)} tokens, {encoded.trained} trained")
+    for example in encoded:
+        typer.echo(f"--- line {example.line}: {len(example.input_ids)} tokens, {example.trained} trained")
         parts = []
-        for text, trained in label_segments(tokenizer, encoded):
+        for text, trained in label_segments(tokenizer, example):
             if color:
                 parts.append(f"\x1b[32m{text}\x1b[0m" if trained else f"\x1b[2m{text}\x1b[0m")
             else:
