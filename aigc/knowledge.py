@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .chunking import split
-from .chunking.relevance import BM25, terms
+from .chunking.relevance import BM25, fill_ranked, terms
 from .errors import InputError
 from .textio import decode_text
 
@@ -91,12 +91,6 @@ class Knowledge:
         if self._index is None:
             self._index = BM25([p.text for p in self.passages])
         scores = self._index.scores(query)  # the terms are folded already: not again
-        chosen, room = [], room_tokens
-        for i in sorted(range(len(scores)), key=lambda k: (-scores[k], k)):
-            if scores[i] <= 0:
-                break
-            size = count(self.passages[i].text) + 8
-            if size <= room:
-                chosen.append(self.passages[i])
-                room -= size
-        return chosen
+        ranked = sorted((k for k in range(len(scores)) if scores[k] > 0), key=lambda k: (-scores[k], k))
+        keep = fill_ranked(ranked, lambda k: count(self.passages[k].text) + 8, room_tokens)
+        return [self.passages[k] for k in keep]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter as _Bag
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .packing import _sizer
 
-__all__ = ["select_relevant", "bm25_scores", "BM25", "terms"]
+__all__ = ["select_relevant", "fill_ranked", "bm25_scores", "BM25", "terms"]
 
 # ---------------------------------------------------------------------------------------------------------
 # Relevance
@@ -83,9 +83,15 @@ def select_relevant(chunks: Sequence[str], question: str, room_tokens: int, coun
     scores = bm25_scores(chunks, question)
     order = sorted(range(len(chunks)), key=lambda k: (-scores[k], k))
     sizes = [n + separator_tokens for n in sizer.count_many(list(chunks))]
+    return sorted(fill_ranked(order, sizes.__getitem__, room_tokens))
+
+
+def fill_ranked(order: Iterable[int], size: Callable[[int], int], room_tokens: int) -> list[int]:
+    """Of ``order`` (best first), those whose ``size`` fits what ``room_tokens`` has left, in turn: one too
+    big for what is left is skipped for smaller ones further down."""
     room, keep = room_tokens, []
     for k in order:
-        if sizes[k] <= room:
+        if (n := size(k)) <= room:
             keep.append(k)
-            room -= sizes[k]
-    return sorted(keep)
+            room -= n
+    return keep
