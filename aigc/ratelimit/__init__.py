@@ -49,7 +49,8 @@ one gate serves sync code, async code and threads alike.
 
 from __future__ import annotations
 
-from .gate import PROBE, RateGate, Slot, aleaving, leaving
+from .gate import PROBE, RateGate, Slot
+from .hooks import aleaving, leaving
 from .windows import Window, share
 
 __all__ = ["RateGate", "Window", "Slot", "PROBE", "aleaving", "leaving", "share"]

@@ -41,11 +41,11 @@ from .policy import (
 )
 from .windows import EPS, Limit, Window
 
-__all__ = ["RateGate", "Slot", "PROBE", "aleaving", "leaving"]
+__all__ = ["RateGate", "Slot", "PROBE", "LAST_SLOT"]
 
 
 # The slot the current thread or task took last, so a rejected attempt can give it back.
-_LAST: ContextVar[Slot | None] = ContextVar("aigc_rate_slot", default=None)
+LAST_SLOT: ContextVar[Slot | None] = ContextVar("aigc_rate_slot", default=None)
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Slot:
     trial: bool = False  # a request beyond the plain share: nothing else leaves before its answer
     proof: bool = False  # a trial after one that got in: its answer settles it
     out: bool = True  # in flight: not yet finished (or voided)
-    left: bool = False  # its request has left (see :func:`leaving`)
+    left: bool = False  # its request has left (see :func:`.hooks.leaving`)
     sent: float | None = None  # when its places say it leaves: ``at`` until the HTTP client says otherwise
     let_go: float | None = None  # when its caller was to go on: ``at`` less the gate's lead
 
@@ -266,7 +266,7 @@ class RateGate:
                     break
         finally:
             self._leave(ticket)
-        _LAST.set(slot)
+        LAST_SLOT.set(slot)
         return slot
 
     def acquire_blocking(self, tokens: int) -> Slot:
@@ -281,7 +281,7 @@ class RateGate:
                     break
         finally:
             self._leave(ticket)
-        _LAST.set(slot)
+        LAST_SLOT.set(slot)
         return slot
 
     def _leave(self, ticket: int) -> None:
@@ -390,17 +390,17 @@ class RateGate:
     def rate_limited(self, retry_after: float | None) -> None:
         """The caller's last attempt was answered 429: it was not counted (its places go back), and everyone
         cools down (:meth:`penalize`)."""
-        slot = _LAST.get()
+        slot = LAST_SLOT.get()
         self.penalize(retry_after, slot)
         self.refund(slot)
-        _LAST.set(None)
+        LAST_SLOT.set(None)
 
     def refund(self, slot: Slot | None = None) -> None:
         """The attempt never counted at the server (it was refused before being admitted, e.g. a 429 for
         the request itself): give its places back. Without a slot, the caller's last one."""
         if slot is None:
-            slot = _LAST.get()
-            _LAST.set(None)
+            slot = LAST_SLOT.get()
+            LAST_SLOT.set(None)
         if slot is None or slot.gate is not self or not slot.places:
             return
         self._release(slot)
@@ -412,7 +412,7 @@ class RateGate:
         Retry-After has passed, and the pace goes back to one share a second for good. A 429 for a request
         sent before the last one came back is the same news, not a new one."""
         pause = DEFAULT_COOLDOWN_S if retry_after is None else min(max(retry_after, 0.0), MAX_COOLDOWN_S)
-        slot = slot or _LAST.get()
+        slot = slot or LAST_SLOT.get()
         with self._lock:
             now = self._clock()
             self.penalties += 1
@@ -468,50 +468,3 @@ def _lower(ceiling: float | None, heard: float | None) -> float | None:
     if heard is None:
         return ceiling
     return heard if ceiling is None else min(ceiling, heard)
-
-
-def leaving(request: object = None) -> None:
-    """The caller's request is leaving now: an HTTP client's request hook (``event_hooks={"request":
-    [leaving]}``), run in the thread or task that took the slot. The gate counts it from now if it was held
-    up after it was counted, and from when its bytes go out if it then waits for a connection (an httpx
-    ``trace`` extension, added to the request)."""
-    slot = _LAST.get()
-    if slot is not None and not slot.left:
-        slot.gate.left_late(slot)
-        _trace(request, slot, asynchronous=False)
-
-
-async def aleaving(request: object = None) -> None:
-    """:func:`leaving` for an async HTTP client."""
-    slot = _LAST.get()
-    if slot is not None and not slot.left:
-        slot.gate.left_late(slot)
-        _trace(request, slot, asynchronous=True)
-
-
-def _trace(request: object, slot: Slot, *, asynchronous: bool) -> None:
-    """Have the HTTP client say when ``request``'s headers start going out (after any wait for a connection,
-    its TCP and TLS handshakes): ``slot`` counts from then. A trace already there is still called."""
-    extensions = getattr(request, "extensions", None)
-    if not isinstance(extensions, dict):
-        return
-    before = extensions.get("trace")
-
-    def on(name: str) -> None:
-        if name.endswith(".send_request_headers.started"):
-            slot.gate.sent(slot)
-
-    if asynchronous:
-        async def atrace(name: str, info: dict[str, Any]) -> None:
-            on(name)
-            if before is not None:
-                await before(name, info)
-
-        extensions["trace"] = atrace
-    else:
-        def trace(name: str, info: dict[str, Any]) -> None:
-            on(name)
-            if before is not None:
-                before(name, info)
-
-        extensions["trace"] = trace
