@@ -13,7 +13,7 @@ import aigc
 from aigc.backends.openai.wire import duration, rate_limits
 from aigc.ratelimit import PROBE, RateGate
 from aigc.ratelimit.packing import fill
-from aigc.ratelimit.policy import LEAD_QUANTILE, LEADS, PATIENCE, TRIAL_WAIT_S
+from aigc.ratelimit.policy import LEAD_QUANTILE, LEADS, PATIENCE, QUIET, TRIAL_WAIT_S
 from tests.openai_server import FakeOpenAIServer
 from tests.openai_server import duration as server_duration
 from tests.test_batch_job import FakeTime as _FakeTime
@@ -227,6 +227,26 @@ def test_429s_for_requests_sent_before_the_first_came_back_are_the_same_news():
     third, _ = gate.reserve(1)
     gate.penalize(0.001, third)  # too early again, if only just: the margin doubles
     assert gate.stats()["margin_s"] == pytest.approx(0.01)
+
+
+def test_the_margin_narrows_while_no_429_comes_and_widens_again_at_the_next():
+    t = FakeTime()
+    gate = RateGate(rpm=60_000, clock=t.clock)  # 1,000 a second, the default 5 ms margin
+    margins = []
+    while len(margins) < 4 * QUIET:
+        slot, wait = gate.reserve(1)
+        t.now += wait if slot is None else 0.002
+        if slot is not None:
+            margins.append(gate.stats()["margin_s"])
+    assert margins[0] == 0.005 and margins[QUIET] == 0.004 and margins[-1] == 0.002  # 1 ms less each time
+    gate.penalize(0.003)  # a request the server counted 3 ms later than the gate did
+    assert gate.stats()["margin_s"] == pytest.approx(0.005)
+    admitted = 0
+    while admitted < QUIET:
+        slot, wait = gate.reserve(1)
+        t.now += wait if slot is None else 0.002
+        admitted += slot is not None
+    assert gate.stats()["margin_s"] == pytest.approx(0.004)  # and narrows again from there
 
 
 def test_a_request_on_a_new_connection_counts_from_a_little_later():

@@ -38,6 +38,7 @@ again. The minute window keeps the whole run under the limit.
 | 429 (+ Retry-After)          | pace back to one share for good; everyone      |
 |                              | waits out the Retry-After; at one share, the   |
 |                              | margin doubles (or widens by the Retry-After)  |
+| 200 requests without a 429   | margin halves back, then 1 ms less (to 2 ms)   |
 | 5xx / dropped connection     | nothing: the attempt keeps its place (counted) |
 +------------------------------+-----------------------------------------------+
 

@@ -28,6 +28,8 @@ from .policy import (
     MAX_GUARD_S,
     MAX_LEAD_S,
     MAX_RAISE,
+    MIN_GUARD_S,
+    NARROW_S,
     PATIENCE,
     POLL_S,
     PROBE,
@@ -83,6 +85,7 @@ class RateGate:
         self._clock, self._sleep, self._sleep_blocking = clock, sleep, sleep_blocking
         self._lock = threading.Lock()
         self._base_guard = self._guard = guard
+        self._floor = min(guard, MIN_GUARD_S)
         self._cold = cold
         self._out = self._connections = 0  # requests in flight now, and the most ever (connections opened)
         self._first: float | None = None  # when the first request left
@@ -206,8 +209,8 @@ class RateGate:
             del self._booked[:bisect.bisect_left(self._booked, now - 1.0)]
             self.acquired += 1
             self._quiet += 1
-            if self._quiet >= QUIET and self._guard > self._base_guard:
-                self._set_guard(self._base_guard + (self._guard - self._base_guard) / 2)
+            if self._quiet >= QUIET and self._guard > self._floor + EPS:
+                self._narrow()
             if at > soon:
                 self._hold(now, reason, at - soon)
             self._recent.append((at, tokens))
@@ -426,6 +429,15 @@ class RateGate:
                 late = min(WIDEN, retry_after or 0.0)
                 self._guard = min(MAX_GUARD_S, max(2 * self._guard, self._guard + late))
             self._set_guard(self._guard)
+
+    def _narrow(self) -> None:
+        """QUIET requests without a 429: halve what a 429 added to the margin (down to where it started), or
+        below that take NARROW_S off it, down to MIN_GUARD_S (called holding the lock)."""
+        extra = self._guard - self._base_guard
+        if extra > NARROW_S:
+            self._set_guard(self._base_guard + extra / 2)
+        else:
+            self._set_guard(max(self._floor, min(self._guard, self._base_guard) - NARROW_S))
 
     def _set_guard(self, guard: float) -> None:
         """Widen or narrow every window's margin (called holding the lock)."""

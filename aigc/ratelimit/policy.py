@@ -10,6 +10,9 @@ GUARD_S = 0.005
 WIDEN = 0.02
 MAX_GUARD_S = 0.25
 QUIET = 200
+# And from there, every QUIET admissions without a 429 take NARROW_S off the margin, down to MIN_GUARD_S: the
+# margin is paid once a window, so a long job on a quiet machine pays 2 ms, and a 429 widens it again at once.
+NARROW_S, MIN_GUARD_S = 0.001, 0.002
 # A request counts from when its headers start going out (the HTTP client's trace: after any wait for a
 # connection, the TCP and TLS handshakes), and reaches a server on the same machine 0.3-1.7 ms later (p1-p99,
 # 3 ms at most). One on a connection nobody has opened yet, and the others of the run's first second, while the
