@@ -196,7 +196,7 @@ class RateGate:
             # server late, after the trial, can let one trial in, not two, and the clocks differ by a little.
             proof = trial and any(limit.share.load(at, 0.9 * limit.span) > limit.base + EPS
                                   for limit in self._limits.values())
-            slot = Slot(self, at, epoch=self._epoch, trial=trial, proof=proof, let_go=now + (at - soon))
+            slot = Slot(self, at, epoch=self._epoch, trial=trial, proof=proof, let_go=at - self._lead)
             if trial:
                 self._trial = slot
             cold = self._count_out(at) or at < self._first + min(limit.span for limit in self._limits.values())

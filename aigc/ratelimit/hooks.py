@@ -15,18 +15,19 @@ def leaving(request: object = None) -> None:
     [leaving]}``), run in the thread or task that took the slot. The gate counts it from now if it was held
     up after it was counted, and from when its bytes go out if it then waits for a connection (an httpx
     ``trace`` extension, added to the request)."""
-    slot = LAST_SLOT.get()
-    if slot is not None and not slot.left:
-        slot.gate.left_late(slot)
-        _trace(request, slot, asynchronous=False)
+    _leave(request, asynchronous=False)
 
 
 async def aleaving(request: object = None) -> None:
     """:func:`leaving` for an async HTTP client."""
+    _leave(request, asynchronous=True)
+
+
+def _leave(request: object, *, asynchronous: bool) -> None:
     slot = LAST_SLOT.get()
     if slot is not None and not slot.left:
         slot.gate.left_late(slot)
-        _trace(request, slot, asynchronous=True)
+        _trace(request, slot, asynchronous=asynchronous)
 
 
 def _trace(request: object, slot: Slot, *, asynchronous: bool) -> None:
