@@ -196,6 +196,27 @@ def test_of_the_requests_waiting_those_that_fill_the_token_room_best_go_first():
     assert calm.reserve(450, 0.0, 0)[1] == 0  # so whoever fits first goes first
 
 
+def test_the_fill_counts_the_room_that_opens_within_a_moment_not_only_the_room_now():
+    t = FakeTime()
+    gate = RateGate(tpm=60_000, guard=0.0, cold=0.0, clock=t.clock)  # 1,000 tokens a second
+    gate.penalize(0.0)
+    start = t.now
+    for tokens in (400, 300, 300):  # last second's bookings leave the window 20 ms apart
+        assert gate.reserve(tokens)[1] == 0
+        t.now += 0.02
+    waiting = {"a": (0, 390), "b": (1, 590), "c": (2, 410)}
+    assert all(gate.reserve(tokens, 0.0, ticket)[0] is None for ticket, tokens in waiting.values())
+    t.now = start + 1.0  # 400 of room now, 1,000 within 40 ms: a alone would fit now and leave b or c a scrap
+    assert gate.reserve(390, 0.0, 0) == (None, pytest.approx(0.02))  # b and c fill the whole second: a waits
+    assert gate.reserve(590, 0.0, 1) == (None, pytest.approx(0.02))  # b waits for the room to open
+    t.now = start + 1.02
+    assert gate.reserve(590, 0.0, 1)[1] == 0
+    assert gate.reserve(390, 0.0, 0)[0] is None  # what is left is c's
+    t.now = start + 1.04
+    assert gate.reserve(410, 0.0, 2)[1] == 0
+    assert gate.reserve(390, 0.0, 0)[0] is None  # the second is full to the token
+
+
 def test_the_best_fill_is_exact_and_takes_the_oldest_among_equals():
     assert fill([("a", 450), ("b", 500), ("c", 500)], 1000) == ["b", "c"]
     assert fill([("a", 300), ("b", 200), ("c", 300), ("d", 200)], 500) == ["a", "b"]

@@ -31,8 +31,8 @@ class Waiting:
 
     def turn(self, now: float, ticket: int, limits: dict[str, Limit]) -> float:
         """``now`` if ``ticket``, which fits now, may go; else the moment the token room next grows, because
-        other waiting requests fill the room better. (The gate asks only at its plain pace, which never
-        rises again, so the room grows only as bookings leave the window.)"""
+        other waiting requests fill better the room that opens within PLAN_S. (The gate asks only at its plain
+        pace, which never rises again, so the room grows only as bookings leave the window.)"""
         limit = limits.get("tokens")
         if limit is None or len(self._tokens) < 2:
             return now
@@ -45,12 +45,15 @@ class Waiting:
             chosen = sum(self._tokens[t] for t in self._plan)
             if self._tokens[ticket] <= room - chosen:  # room to spare beyond the chosen
                 return now
-        # the caller fits every limit now, so another fits if its tokens fit the room: a request counts one
-        ready = [(t, n) for t, n in self._tokens.items() if n <= room]
+        # the room once the bookings due to leave within PLAN_S have left: filled whole, it leaves no scrap to
+        # stand empty until the next second's bookings leave; the chosen go as the room opens for each
+        later = now + PLAN_S
+        opening = max(room, limit.share.room(later))
+        ready = [(t, n) for t, n in self._tokens.items() if n <= opening]
         requests = limits.get("requests")
-        if sum(n for _, n in ready) <= room or requests is not None and len(ready) > requests.share.room(now):
+        if sum(n for _, n in ready) <= room or requests is not None and len(ready) > requests.share.room(later):
             return now  # all of them fit, or the requests limit binds: whoever comes first goes first
-        self._plan, self._planned = set(fill(ready, room)), now
+        self._plan, self._planned = set(fill(ready, opening)), now
         if ticket in self._plan or not self._plan:
             return now
         return max(limit.share.grows(now), now + 0.001)
