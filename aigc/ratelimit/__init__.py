@@ -9,11 +9,13 @@ request is only sent when the server will accept it. A request is counted when i
 as it fits; waiting, it holds nothing, so a smaller one that fits the room left goes first, and of several
 waiting, those whose tokens best fill the room that opens over the next moment go first (:mod:`.packing`). One that has waited two window
 lengths (or is larger than a whole share) books the earliest moment it fits instead, and the others keep
-clear of it. Two never leave within 10 ms of each other: the server takes a burst in one by
+clear of it. Two never leave within 5 ms of each other: the server takes a burst in one by
 one, so the last of a long burst would reach its books later than we counted it. A request counts from when
 its headers go out (:func:`leaving`, a request hook that adds an httpx trace: after any wait for a connection
 and its handshakes); the run's first second, and a request on a new connection, from 10 ms later still. A
-request is let go as much sooner than its moment as the last ones took to reach the wire (a quarter of them).
+request is let go as much sooner than its moment as the last ones took to reach the wire (a quarter of them),
+and wakes from a wait on time (:func:`.gate.sleep_sharp`: the last 1.5 ms yielding to the event loop, whose timers
+fire up to a millisecond late).
 
 **The limits.** Configured ``rpm``/``tpm`` are a ceiling; the server's ``x-ratelimit-limit-*`` headers are the
 truth when lower. With none configured, the limits are learned from the first answers: until then only a
@@ -38,7 +40,8 @@ again. The minute window keeps the whole run under the limit.
 | 429 (+ Retry-After)          | pace back to one share for good; everyone      |
 |                              | waits out the Retry-After; at one share, the   |
 |                              | margin doubles (or widens by the Retry-After)  |
-| 200 requests without a 429   | margin halves back, then 1 ms less (to 2 ms)   |
+| 200 requests without a 429   | margin halves back to where it started         |
+| 50 requests without a 429    | from there, 1 ms less (down to 2 ms)           |
 | 5xx / dropped connection     | nothing: the attempt keeps its place (counted) |
 +------------------------------+-----------------------------------------------+
 

@@ -29,6 +29,7 @@ from .policy import (
     MAX_LEAD_S,
     MAX_RAISE,
     MIN_GUARD_S,
+    NARROW_EVERY,
     NARROW_S,
     PATIENCE,
     POLL_S,
@@ -39,6 +40,7 @@ from .policy import (
     RECENT_S,
     STEP,
     TRIAL_WAIT_S,
+    WAKE_S,
     WIDEN,
 )
 from .windows import EPS, Limit, Window
@@ -71,6 +73,17 @@ class Slot:
         self.let_go = self.at if self.let_go is None else self.let_go
 
 
+async def sleep_sharp(seconds: float) -> None:
+    """``asyncio.sleep``, on time: the event loop's timers wake up to a millisecond late (epoll counts whole
+    milliseconds, rounded up), and every window of a long job would pay that; so the last WAKE_S of a wait is
+    spent yielding to the loop."""
+    until = time.monotonic() + seconds
+    if seconds > WAKE_S:
+        await asyncio.sleep(seconds - WAKE_S)
+    while time.monotonic() < until:
+        await asyncio.sleep(0)
+
+
 class RateGate:
     """Requests and tokens per minute for everything one client sends: ``await gate.acquire(tokens)`` in
     async code, ``gate.acquire_blocking(tokens)`` in threads, before every attempt (retries included);
@@ -78,11 +91,11 @@ class RateGate:
 
     def __init__(self, rpm: float | None = None, tpm: float | None = None, *, learn: bool = False,
                  guard: float = GUARD_S, cold: float = COLD_S, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 sleep: Callable[[float], Awaitable[None]] | None = None,
                  sleep_blocking: Callable[[float], None] = time.sleep) -> None:
         self.ceiling = (rpm, tpm)
         self.learn = learn
-        self._clock, self._sleep, self._sleep_blocking = clock, sleep, sleep_blocking
+        self._clock, self._sleep, self._sleep_blocking = clock, sleep or sleep_sharp, sleep_blocking
         self._lock = threading.Lock()
         self._base_guard = self._guard = guard
         self._floor = min(guard, MIN_GUARD_S)
@@ -209,7 +222,8 @@ class RateGate:
             del self._booked[:bisect.bisect_left(self._booked, now - 1.0)]
             self.acquired += 1
             self._quiet += 1
-            if self._quiet >= QUIET and self._guard > self._floor + EPS:
+            if self._guard > self._floor + EPS and self._quiet >= (
+                    QUIET if self._guard > self._base_guard + EPS else NARROW_EVERY):
                 self._narrow()
             if at > soon:
                 self._hold(now, reason, at - soon)
@@ -431,8 +445,8 @@ class RateGate:
             self._set_guard(self._guard)
 
     def _narrow(self) -> None:
-        """QUIET requests without a 429: halve what a 429 added to the margin (down to where it started), or
-        below that take NARROW_S off it, down to MIN_GUARD_S (called holding the lock)."""
+        """QUIET requests without a 429: halve what a 429 added to the margin (down to where it started); or
+        at or below that, NARROW_EVERY: take NARROW_S off it, down to MIN_GUARD_S (called holding the lock)."""
         extra = self._guard - self._base_guard
         if extra > NARROW_S:
             self._set_guard(self._base_guard + extra / 2)

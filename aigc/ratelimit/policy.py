@@ -10,9 +10,10 @@ GUARD_S = 0.005
 WIDEN = 0.02
 MAX_GUARD_S = 0.25
 QUIET = 200
-# And from there, every QUIET admissions without a 429 take NARROW_S off the margin, down to MIN_GUARD_S: the
-# margin is paid once a window, so a long job on a quiet machine pays 2 ms, and a 429 widens it again at once.
-NARROW_S, MIN_GUARD_S = 0.001, 0.002
+# And from there, every NARROW_EVERY admissions without a 429 take NARROW_S off the margin, down to MIN_GUARD_S:
+# the margin is paid once a window, so a job on a quiet machine pays 2 ms from its 150th request on (scenario 1
+# of the benchmark, 316 requests, reached 4 ms at 200 a step), and a 429 widens it again at once.
+NARROW_EVERY, NARROW_S, MIN_GUARD_S = 50, 0.001, 0.002
 # A request counts from when its headers start going out (the HTTP client's trace: after any wait for a
 # connection, the TCP and TLS handshakes), and reaches a server on the same machine 0.3-1.7 ms later (p1-p99,
 # 3 ms at most). One on a connection nobody has opened yet, and the others of the run's first second, while the
@@ -22,6 +23,9 @@ COLD_S = 0.01
 # a connection from the pool), and every window of a long job would pay that. So a request is let go sooner
 # by the LEAD_QUANTILE of how long the last LEADS took (at most MAX_LEAD_S), and counts from when it is sent.
 LEADS, LEAD_QUANTILE, MAX_LEAD_S = 64, 0.25, 0.02
+# And a waiting request wakes 0.4-2.3 ms late (p10-p90) from an event loop's timer: the last this much of a wait
+# is spent yielding to the loop instead of on a timer.
+WAKE_S = 0.0015
 # A request goes the moment it fits, so a small one may take room a larger one is waiting for; one that has
 # waited this many window lengths books the earliest moment it fits instead, and the others keep clear of it.
 PATIENCE = 2.0
@@ -32,8 +36,10 @@ PATIENCE = 2.0
 # leave the room to the chosen for this long, while they come round one by one, spaced as below.
 PLAN_S = 0.1
 # Two requests never leave closer together than this (or a quarter of the even spacing, if less): the server
-# takes a burst in one by one, so the last of a long burst reaches its books later than we counted it.
-GAP_S = 0.01
+# takes a burst in one by one, so the last of a long burst reaches its books later than we counted it. 10 ms
+# kept a token-bound second's scraps standing empty longer (scenario 1: 39.96-40.15 s, against 39.82-39.88 s
+# at 5 ms); 3 ms drew 8-9 429s in scenario 5's bursts of 20 (5 ms: 3).
+GAP_S = 0.005
 # After a 429 without a Retry-After, everyone waits this long.
 DEFAULT_COOLDOWN_S = 1.0
 MAX_COOLDOWN_S = 60.0
