@@ -13,9 +13,7 @@ clear of it. Two never leave within 5 ms of each other: the server takes a burst
 one, so the last of a long burst would reach its books later than we counted it. A request counts from when
 its headers go out (:func:`leaving`, a request hook that adds an httpx trace: after any wait for a connection
 and its handshakes); the run's first second, and a request on a new connection, from 10 ms later still. A
-request is let go as much sooner than its moment as the last ones took to reach the wire (a quarter of them),
-and wakes from a wait on time (:func:`.gate.sleep_sharp`: the last 1.5 ms yielding to the event loop, whose timers
-fire up to a millisecond late).
+request is let go as much sooner than its moment as the last ones took to reach the wire (a quarter of them).
 
 **The limits.** Configured ``rpm``/``tpm`` are a ceiling; the server's ``x-ratelimit-limit-*`` headers are the
 truth when lower. With none configured, the limits are learned from the first answers: until then only a

@@ -40,7 +40,6 @@ from .policy import (
     RECENT_S,
     STEP,
     TRIAL_WAIT_S,
-    WAKE_S,
     WIDEN,
 )
 from .windows import EPS, Limit, Window
@@ -73,17 +72,6 @@ class Slot:
         self.let_go = self.at if self.let_go is None else self.let_go
 
 
-async def sleep_sharp(seconds: float) -> None:
-    """``asyncio.sleep``, on time: the event loop's timers wake up to a millisecond late (epoll counts whole
-    milliseconds, rounded up), and every window of a long job would pay that; so the last WAKE_S of a wait is
-    spent yielding to the loop."""
-    until = time.monotonic() + seconds
-    if seconds > WAKE_S:
-        await asyncio.sleep(seconds - WAKE_S)
-    while time.monotonic() < until:
-        await asyncio.sleep(0)
-
-
 class RateGate:
     """Requests and tokens per minute for everything one client sends: ``await gate.acquire(tokens)`` in
     async code, ``gate.acquire_blocking(tokens)`` in threads, before every attempt (retries included);
@@ -91,11 +79,11 @@ class RateGate:
 
     def __init__(self, rpm: float | None = None, tpm: float | None = None, *, learn: bool = False,
                  guard: float = GUARD_S, cold: float = COLD_S, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  sleep_blocking: Callable[[float], None] = time.sleep) -> None:
         self.ceiling = (rpm, tpm)
         self.learn = learn
-        self._clock, self._sleep, self._sleep_blocking = clock, sleep or sleep_sharp, sleep_blocking
+        self._clock, self._sleep, self._sleep_blocking = clock, sleep, sleep_blocking
         self._lock = threading.Lock()
         self._base_guard = self._guard = guard
         self._floor = min(guard, MIN_GUARD_S)
@@ -122,6 +110,7 @@ class RateGate:
         self._cool_until = 0.0
         self._epoch = 0
         self._quiet = 0
+        self._late = False  # whether a 429 has shown the server counting one of ours later than we did
         self.acquired = self.refunds = self.penalties = 0
         self.waited_s = 0.0
         self.waits: Counter[str] = Counter()  # seconds waited, by what held the request back
@@ -223,7 +212,7 @@ class RateGate:
             self.acquired += 1
             self._quiet += 1
             if self._guard > self._floor + EPS and self._quiet >= (
-                    QUIET if self._guard > self._base_guard + EPS else NARROW_EVERY):
+                    QUIET if self._late or self._guard > self._base_guard + EPS else NARROW_EVERY):
                 self._narrow()
             if at > soon:
                 self._hold(now, reason, at - soon)
@@ -440,13 +429,15 @@ class RateGate:
             if self._boost > 1:  # the pace had outrun the server's windows: back to one share, for good
                 self._boost = 1.0
             else:  # at the plain pace: the server counted a request later than we did (see GUARD_S)
+                self._late = True  # from now on the margin narrows only every QUIET requests
                 late = min(WIDEN, retry_after or 0.0)
                 self._guard = min(MAX_GUARD_S, max(2 * self._guard, self._guard + late))
             self._set_guard(self._guard)
 
     def _narrow(self) -> None:
-        """QUIET requests without a 429: halve what a 429 added to the margin (down to where it started); or
-        at or below that, NARROW_EVERY: take NARROW_S off it, down to MIN_GUARD_S (called holding the lock)."""
+        """QUIET requests without a 429: halve what a 429 added to the margin (down to where it started), or
+        below that take NARROW_S off it, down to MIN_GUARD_S; every NARROW_EVERY until the first 429 at the
+        plain pace (called holding the lock)."""
         extra = self._guard - self._base_guard
         if extra > NARROW_S:
             self._set_guard(self._base_guard + extra / 2)
