@@ -7,9 +7,9 @@ output tokens when it is admitted. The gate keeps the same books as the server â
 of each limit (one request per ``60/rpm`` seconds for limits under 60 a minute), and the whole minute â€” so a
 request is only sent when the server will accept it. A request is counted when it leaves, and leaves as soon
 as it fits; waiting, it holds nothing, so a smaller one that fits the room left goes first, and of several
-waiting, those whose tokens best fill the room that opens over the next moment go first (:mod:`.packing`). One that has waited two window
-lengths (or is larger than a whole share) books the earliest moment it fits instead, and the others keep
-clear of it. Two never leave within 5 ms of each other: the server takes a burst in one by
+waiting, those whose tokens best fill the room that opens over the next moment go first (:mod:`.packing`).
+One that has waited two window lengths (or is larger than a whole share) books the earliest moment it fits
+instead, and the others keep clear of it. Two never leave within 5 ms of each other: the server takes a burst in one by
 one, so the last of a long burst would reach its books later than we counted it. A request counts from when
 its headers go out (:func:`leaving`, a request hook that adds an httpx trace: after any wait for a connection
 and its handshakes); the run's first second, and a request on a new connection, from 10 ms later still. A

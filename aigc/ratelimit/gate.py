@@ -210,10 +210,7 @@ class RateGate:
             bisect.insort(self._booked, at)
             del self._booked[:bisect.bisect_left(self._booked, now - 1.0)]
             self.acquired += 1
-            self._quiet += 1
-            if self._guard > self._floor + EPS and self._quiet >= (
-                    QUIET if self._late or self._guard > self._base_guard + EPS else NARROW_EVERY):
-                self._narrow()
+            self._narrow()
             if at > soon:
                 self._hold(now, reason, at - soon)
             self._recent.append((at, tokens))
@@ -435,9 +432,13 @@ class RateGate:
             self._set_guard(self._guard)
 
     def _narrow(self) -> None:
-        """QUIET requests without a 429: halve what a 429 added to the margin (down to where it started), or
-        below that take NARROW_S off it, down to MIN_GUARD_S; every NARROW_EVERY until the first 429 at the
-        plain pace (called holding the lock)."""
+        """One more request booked without a 429. Every QUIET of them halve what a 429 added to the margin
+        (down to where it started); below that, every NARROW_EVERY (every QUIET once a 429 came at the plain
+        pace) take NARROW_S off it, down to MIN_GUARD_S (called holding the lock)."""
+        self._quiet += 1
+        step = QUIET if self._late or self._guard > self._base_guard + EPS else NARROW_EVERY
+        if self._guard <= self._floor + EPS or self._quiet < step:
+            return
         extra = self._guard - self._base_guard
         if extra > NARROW_S:
             self._set_guard(self._base_guard + extra / 2)
