@@ -45,6 +45,8 @@ def fallback_engine(settings: Settings, retry: RetryPolicy, accounting: Accounti
     own backend and model and shares the budgets, ledger and cache; not the rate gate, which keeps the first
     server's limits."""
     engine, backends = None, []
+    if not any(v.strip() for v in settings.fallback):  # (naming the plugins installed reads every package's
+        return engine, backends                          # metadata: about 8 ms)
     for spec in reversed(parse_fallbacks(settings.fallback, backend_names())):
         own = settings.model_copy(update={"backend": spec.backend, "model": spec.model, "fallback": []})
         backend = create_backend(own)

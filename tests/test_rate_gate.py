@@ -176,7 +176,6 @@ def test_a_small_request_takes_room_a_large_one_is_waiting_for():
 def test_of_the_requests_waiting_those_that_fill_the_token_room_best_go_first():
     t = FakeTime()
     gate = RateGate(tpm=60_000, guard=0.0, cold=0.0, clock=t.clock)  # 1,000 tokens a second
-    gate.penalize(0.0)  # a 429 showed that the server counts over one-second windows
     assert gate.reserve(1000)[1] == 0
     waiting = {"a": (0, 450), "b": (1, 500), "c": (2, 500)}  # (ticket, tokens), in the order they came
     assert all(gate.reserve(tokens, 0.0, ticket)[0] is None for ticket, tokens in waiting.values())
@@ -189,17 +188,17 @@ def test_of_the_requests_waiting_those_that_fill_the_token_room_best_go_first():
     assert gate.reserve(450, 0.0, 0) == (None, pytest.approx(0.99))  # full until b's place leaves the window
     t.now += 1.0
     assert gate.reserve(450, 0.0, 0)[1] == 0
-    calm = RateGate(tpm=60_000, guard=0.0, cold=0.0, clock=t.clock)  # no 429 yet: the pace may still rise,
-    assert calm.reserve(1000)[1] == 0
-    assert all(calm.reserve(tokens, 0.0, ticket)[0] is None for ticket, tokens in waiting.values())
+    risen = RateGate(tpm=60_000, learn=True, guard=0.0, cold=0.0, clock=t.clock)
+    risen.observe({"limit_tokens": 60_000, "remaining_tokens": 59_000})  # most of the minute left: pace 1.2x
+    assert risen.reserve(1200)[1] == 0
+    assert all(risen.reserve(tokens, 0.0, ticket)[0] is None for ticket, tokens in waiting.values())
     t.now += 1.0
-    assert calm.reserve(450, 0.0, 0)[1] == 0  # so whoever fits first goes first
+    assert risen.reserve(450, 0.0, 0)[1] == 0  # beyond the share, whoever fits first goes first
 
 
 def test_the_fill_counts_the_room_that_opens_within_a_moment_not_only_the_room_now():
     t = FakeTime()
     gate = RateGate(tpm=60_000, guard=0.0, cold=0.0, clock=t.clock)  # 1,000 tokens a second
-    gate.penalize(0.0)
     start = t.now
     for tokens in (400, 300, 300):  # last second's bookings leave the window 20 ms apart
         assert gate.reserve(tokens)[1] == 0

@@ -183,9 +183,9 @@ class RateGate:
                     break
             trial = not self._confirmed and self._boost > 1 and not all(
                 limit.share.fits(at, tokens if limit.tokens else 1, limit.base) for limit in self._limits.values())
-            # of several waiting, those that fill the token room best go first, once a 429 has shown that the
-            # server counts over short windows (otherwise the share is only where the pace starts)
-            if at <= soon and not ahead and ticket is not None and self.penalties and self._boost == 1:
+            # of several waiting, those that fill the token room best go first while the pace is one share a
+            # second (risen beyond it, the share is no longer where the server stops us)
+            if at <= soon and not ahead and ticket is not None and self._boost == 1:
                 at = self._waiting.turn(soon, ticket, self._limits)
                 reason = "tokens" if at > soon else reason
             if at > soon and not ahead:

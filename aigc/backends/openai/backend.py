@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -249,12 +251,21 @@ def _last(deltas: Iterator[StreamDelta]) -> Completion:
     return completion  # type: ignore[return-value]
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """The TLS settings every client in this process shares, as the HTTP library makes them by default
+    (``SSL_CERT_FILE``/``SSL_CERT_DIR`` as they were at the first client): reading the system's certificates
+    takes about 20 ms, paid once instead of by every client (a batch job, each command of a session, each
+    backend of a failover list)."""
+    return httpx2.create_ssl_context()
+
+
 class _Http(openai.DefaultHttpxClient):
     """The SDK's HTTP client with the SDK's defaults, telling the rate gate as each request leaves (a request
     hook); closed when dropped unclosed, as the SDK's own is."""
 
     def __init__(self) -> None:
-        super().__init__(event_hooks={"request": [leaving]})
+        super().__init__(event_hooks={"request": [leaving]}, verify=_tls())
 
     def __del__(self) -> None:
         if not self.is_closed:
@@ -264,7 +275,7 @@ class _Http(openai.DefaultHttpxClient):
 
 class _AsyncHttp(openai.DefaultAsyncHttpxClient):
     def __init__(self) -> None:
-        super().__init__(event_hooks={"request": [aleaving]})
+        super().__init__(event_hooks={"request": [aleaving]}, verify=_tls())
 
     def __del__(self) -> None:
         if not self.is_closed:
