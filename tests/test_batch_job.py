@@ -243,7 +243,7 @@ def most_in_any_second(times: list[float], amounts: list[int] | None = None) -> 
 
 async def test_the_gate_keeps_to_a_one_second_share_of_rpm_and_never_sends_two_at_once():
     t = FakeTime()
-    gate = RateGate(rpm=1200, guard=0.0, cold=0.0, clock=t.clock, sleep=t.sleep)
+    gate = RateGate(rpm=1200, guard=0.0, clock=t.clock, sleep=t.sleep)
     times = []
     for _ in range(60):
         await gate.acquire(10)
@@ -256,7 +256,7 @@ async def test_the_gate_keeps_to_a_one_second_share_of_rpm_and_never_sends_two_a
 
 async def test_the_gate_counts_prompt_plus_max_output_tokens():
     t = FakeTime()
-    gate = RateGate(tpm=60_000, guard=0.0, cold=0.0, clock=t.clock, sleep=t.sleep)  # 1,000 tokens a second
+    gate = RateGate(tpm=60_000, guard=0.0, clock=t.clock, sleep=t.sleep)  # 1,000 tokens a second
     amounts = [300, 450, 200, 350, 300] * 6
     times = []
     for amount in amounts:
@@ -272,7 +272,7 @@ async def test_the_gate_counts_prompt_plus_max_output_tokens():
 
 async def test_a_refunded_attempt_gives_its_place_back():
     t = FakeTime()
-    gate = RateGate(rpm=120, guard=0.0, cold=0.0, clock=t.clock, sleep=t.sleep)  # 2 a second
+    gate = RateGate(rpm=120, guard=0.0, clock=t.clock, sleep=t.sleep)  # 2 a second
     await gate.acquire(1)
     await gate.acquire(1)
     gate.refund()  # the second never reached the server's books
@@ -284,7 +284,7 @@ async def test_a_refunded_attempt_gives_its_place_back():
 
 async def test_a_slow_limit_allows_one_request_per_interval():
     t = FakeTime()
-    gate = RateGate(rpm=30, guard=0.0, cold=0.0, clock=t.clock, sleep=t.sleep)
+    gate = RateGate(rpm=30, guard=0.0, clock=t.clock, sleep=t.sleep)
     await gate.acquire(1)
     await gate.acquire(1)
     assert t.now == pytest.approx(102.0)
@@ -292,7 +292,7 @@ async def test_a_slow_limit_allows_one_request_per_interval():
 
 async def test_after_a_429_everyone_waits_out_the_retry_after():
     t = FakeTime()
-    gate = RateGate(rpm=6000, guard=0.0, cold=0.0, clock=t.clock, sleep=t.sleep)
+    gate = RateGate(rpm=6000, guard=0.0, clock=t.clock, sleep=t.sleep)
     await gate.acquire(1)
     gate.penalize(2.5)
     assert gate.cooling

@@ -13,7 +13,16 @@ import aigc
 from aigc.backends.openai.wire import duration, rate_limits
 from aigc.ratelimit import PROBE, RateGate
 from aigc.ratelimit.packing import fill
-from aigc.ratelimit.policy import LEAD_QUANTILE, LEADS, NARROW_EVERY, PATIENCE, QUIET, TRIAL_WAIT_S
+from aigc.ratelimit.policy import (
+    GAP_S,
+    LEAD_QUANTILE,
+    LEADS,
+    NARROW_EVERY,
+    PATIENCE,
+    QUIET,
+    TOKEN_GAP_S,
+    TRIAL_WAIT_S,
+)
 from tests.openai_server import FakeOpenAIServer
 from tests.openai_server import duration as server_duration
 from tests.test_batch_job import FakeTime as _FakeTime
@@ -42,7 +51,7 @@ def test_openai_style_headers_are_read_durations_included():
 
 async def test_limits_are_learned_after_a_cautious_start():
     t = FakeTime()
-    gate = RateGate(learn=True, guard=0.0, cold=0.0, clock=t.clock, sleep=t.sleep)
+    gate = RateGate(learn=True, guard=0.0, clock=t.clock, sleep=t.sleep)
     slots = [await gate.acquire(100) for _ in range(PROBE)]  # a handful go before anything is known
     waiting = asyncio.ensure_future(gate.acquire(100))
     await asyncio.sleep(0)
@@ -61,7 +70,7 @@ async def test_limits_are_learned_after_a_cautious_start():
 
 async def test_a_server_that_says_nothing_is_not_limited():
     t = FakeTime()
-    gate = RateGate(learn=True, guard=0.0, cold=0.0, clock=t.clock, sleep=t.sleep)
+    gate = RateGate(learn=True, guard=0.0, clock=t.clock, sleep=t.sleep)
     for _ in range(PROBE):
         gate.finished(await gate.acquire(10))
         gate.observe(None)
@@ -72,7 +81,7 @@ async def test_a_server_that_says_nothing_is_not_limited():
 
 
 async def test_configured_limits_are_a_ceiling_and_the_headers_the_truth():
-    gate = RateGate(rpm=600, tpm=100_000, learn=True, guard=0.0, cold=0.0)
+    gate = RateGate(rpm=600, tpm=100_000, learn=True, guard=0.0)
     gate.observe(HEADERS)  # the server allows more: the configured values stand
     assert (gate.rpm, gate.tpm) == (600, 100_000)
     gate.observe({**HEADERS, "limit_requests": 300})  # it allows less: its word wins
@@ -81,7 +90,7 @@ async def test_configured_limits_are_a_ceiling_and_the_headers_the_truth():
 
 async def test_the_pace_rises_while_the_budget_is_large_and_falls_back_for_good_on_a_429():
     t = FakeTime()
-    gate = RateGate(rpm=1200, learn=True, guard=0.0, cold=0.0, clock=t.clock, sleep=t.sleep)
+    gate = RateGate(rpm=1200, learn=True, guard=0.0, clock=t.clock, sleep=t.sleep)
 
     async def second() -> int:
         start, sent = t.now, 0
@@ -104,7 +113,7 @@ async def test_the_pace_rises_while_the_budget_is_large_and_falls_back_for_good_
 
 def beyond_the_plain_share(t: FakeTime) -> tuple[RateGate, object]:
     """A gate at 10 requests a second that has sent 10, raised its pace, and sent an 11th: a trial."""
-    gate = RateGate(rpm=600, learn=True, guard=0.0, cold=0.0, clock=t.clock)
+    gate = RateGate(rpm=600, learn=True, guard=0.0, clock=t.clock)
     for _ in range(10):
         assert gate.reserve(1)[1] == 0
         t.now += 0.01
@@ -150,7 +159,7 @@ def test_a_trial_that_gets_no_answer_holds_the_others_back_only_so_long():
 
 async def test_a_low_budget_slows_the_pace_down_again():
     t = FakeTime()
-    gate = RateGate(rpm=1200, learn=True, guard=0.0, cold=0.0, clock=t.clock, sleep=t.sleep)
+    gate = RateGate(rpm=1200, learn=True, guard=0.0, clock=t.clock, sleep=t.sleep)
     for _ in range(200):
         slot = await gate.acquire(1)
         gate.observe(HEADERS)
@@ -162,7 +171,7 @@ async def test_a_low_budget_slows_the_pace_down_again():
 
 def test_a_small_request_takes_room_a_large_one_is_waiting_for():
     t = FakeTime()
-    gate = RateGate(tpm=60_000, guard=0.0, cold=0.0, clock=t.clock)  # 1,000 tokens a second
+    gate = RateGate(tpm=60_000, guard=0.0, clock=t.clock)  # 1,000 tokens a second
     start = t.now
     assert gate.reserve(700)[1] == 0
     slot, wait = gate.reserve(500)
@@ -175,7 +184,7 @@ def test_a_small_request_takes_room_a_large_one_is_waiting_for():
 
 def test_of_the_requests_waiting_those_that_fill_the_token_room_best_go_first():
     t = FakeTime()
-    gate = RateGate(tpm=60_000, guard=0.0, cold=0.0, clock=t.clock)  # 1,000 tokens a second
+    gate = RateGate(tpm=60_000, guard=0.0, clock=t.clock)  # 1,000 tokens a second
     assert gate.reserve(1000)[1] == 0
     waiting = {"a": (0, 450), "b": (1, 500), "c": (2, 500)}  # (ticket, tokens), in the order they came
     assert all(gate.reserve(tokens, 0.0, ticket)[0] is None for ticket, tokens in waiting.values())
@@ -188,7 +197,7 @@ def test_of_the_requests_waiting_those_that_fill_the_token_room_best_go_first():
     assert gate.reserve(450, 0.0, 0) == (None, pytest.approx(0.99))  # full until b's place leaves the window
     t.now += 1.0
     assert gate.reserve(450, 0.0, 0)[1] == 0
-    risen = RateGate(tpm=60_000, learn=True, guard=0.0, cold=0.0, clock=t.clock)
+    risen = RateGate(tpm=60_000, learn=True, guard=0.0, clock=t.clock)
     risen.observe({"limit_tokens": 60_000, "remaining_tokens": 59_000})  # most of the minute left: pace 1.2x
     assert risen.reserve(1200)[1] == 0
     assert all(risen.reserve(tokens, 0.0, ticket)[0] is None for ticket, tokens in waiting.values())
@@ -198,7 +207,7 @@ def test_of_the_requests_waiting_those_that_fill_the_token_room_best_go_first():
 
 def test_the_fill_counts_the_room_that_opens_within_a_moment_not_only_the_room_now():
     t = FakeTime()
-    gate = RateGate(tpm=60_000, guard=0.0, cold=0.0, clock=t.clock)  # 1,000 tokens a second
+    gate = RateGate(tpm=60_000, guard=0.0, clock=t.clock)  # 1,000 tokens a second
     start = t.now
     for tokens in (400, 300, 300):  # last second's bookings leave the window 20 ms apart
         assert gate.reserve(tokens)[1] == 0
@@ -224,7 +233,7 @@ def test_the_best_fill_is_exact_and_takes_the_oldest_among_equals():
 
 def test_a_request_that_waited_long_books_ahead_and_the_others_keep_clear():
     t = FakeTime()
-    gate = RateGate(tpm=60_000, guard=0.0, cold=0.0, clock=t.clock)
+    gate = RateGate(tpm=60_000, guard=0.0, clock=t.clock)
     start = t.now
     gate.reserve(900)
     slot, wait = gate.reserve(800, waited=PATIENCE)  # waited two windows: it books the moment it fits
@@ -237,7 +246,7 @@ def test_a_request_that_waited_long_books_ahead_and_the_others_keep_clear():
 
 def test_429s_for_requests_sent_before_the_first_came_back_are_the_same_news():
     t = FakeTime()
-    gate = RateGate(rpm=1200, guard=0.0, cold=0.0, clock=t.clock)
+    gate = RateGate(rpm=1200, guard=0.0, clock=t.clock)
     first, _ = gate.reserve(1)
     t.now += 0.02
     second, _ = gate.reserve(1)
@@ -274,24 +283,20 @@ def test_the_margin_narrows_while_no_429_comes_and_widens_again_at_the_next():
     assert after[-2] == pytest.approx(0.024) and after[-1] == pytest.approx(0.005 + 0.019 / 2)
 
 
-def test_a_request_on_a_new_connection_counts_from_a_little_later():
+def test_requests_leave_apart_the_more_so_where_many_a_second_go():
     t = FakeTime()
-    gate = RateGate(rpm=120, guard=0.0, cold=0.05, clock=t.clock)  # 2 a second
-    first, _ = gate.reserve(1)  # nothing in flight has ever been answered: a new connection
-    t.now += 0.5
-    second, _ = gate.reserve(1)  # two in flight: a second connection
-    gate.finished(first)
-    assert gate.reserve(1) == (None, pytest.approx(0.55))  # the first left at 0 but counts from 0.05
-    t.now += 0.55
-    third, _ = gate.reserve(1)  # the connection the first used is free again: counted as it leaves
-    assert third is not None and gate.reserve(1) == (None, pytest.approx(0.5))  # the second, from 0.55
-    t.now += 0.5
-    assert gate.reserve(1)[0] is not None and gate.reserve(1) == (None, pytest.approx(0.5))  # the third, from 1.05
+    gate = RateGate(rpm=1200, tpm=150_000, guard=0.0, clock=t.clock)  # 20 requests and 2,500 tokens a second
+    assert gate.reserve(300)[1] == 0
+    assert gate.reserve(300) == (None, pytest.approx(TOKEN_GAP_S))  # more of the tokens: 8 such a second
+    t.now += 1.0
+    assert gate.reserve(50)[1] == 0
+    assert gate.reserve(50) == (None, pytest.approx(GAP_S))  # more of the requests: 20 a second, spaced wider
+    assert TOKEN_GAP_S < GAP_S
 
 
 def test_a_request_held_up_after_it_was_counted_counts_from_when_it_leaves():
     t = FakeTime()
-    gate = RateGate(rpm=120, guard=0.0, cold=0.0, clock=t.clock)  # 2 a second
+    gate = RateGate(rpm=120, guard=0.0, clock=t.clock)  # 2 a second
     first, _ = gate.reserve(1)
     t.now += 0.1
     second, _ = gate.reserve(1)
@@ -306,7 +311,7 @@ def test_a_request_held_up_after_it_was_counted_counts_from_when_it_leaves():
 
 def test_a_request_counts_from_when_it_goes_on_the_wire_sooner_or_later_than_its_moment():
     t = FakeTime()
-    gate = RateGate(rpm=120, guard=0.0, cold=0.0, clock=t.clock)  # 2 a second
+    gate = RateGate(rpm=120, guard=0.0, clock=t.clock)  # 2 a second
     first, _ = gate.reserve(1)
     gate.left_late(first)
     t.now += 0.05  # waiting for a connection, a handshake: its headers go out 50 ms after the hook
@@ -324,7 +329,7 @@ def test_a_request_counts_from_when_it_goes_on_the_wire_sooner_or_later_than_its
 
 def test_requests_are_let_go_as_much_sooner_as_they_usually_take_to_reach_the_wire():
     t = FakeTime()
-    gate = RateGate(rpm=60, guard=0.0, cold=0.0, clock=t.clock)  # one a second
+    gate = RateGate(rpm=60, guard=0.0, clock=t.clock)  # one a second
     took = [0.002, 0.003, 0.004, 0.005] * (LEADS // 4)  # from its moment to the wire: 2-5 ms
     for delay in took:
         t.now += 1.0
@@ -363,7 +368,7 @@ def test_the_hosted_client_tells_the_gate_when_each_request_leaves_and_goes_on_t
 
 async def test_what_was_sent_while_learning_counts_once_the_limits_are_known():
     t = FakeTime()
-    gate = RateGate(learn=True, guard=0.0, cold=0.0, clock=t.clock, sleep=t.sleep)
+    gate = RateGate(learn=True, guard=0.0, clock=t.clock, sleep=t.sleep)
     times = []
     for _ in range(PROBE):
         gate.finished(await gate.acquire(100))

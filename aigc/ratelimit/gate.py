@@ -14,7 +14,6 @@ from typing import Any
 
 from .packing import Waiting
 from .policy import (
-    COLD_S,
     DEFAULT_COOLDOWN_S,
     GAP_S,
     GUARD_S,
@@ -39,6 +38,7 @@ from .policy import (
     RAISE_EVERY,
     RECENT_S,
     STEP,
+    TOKEN_GAP_S,
     TRIAL_WAIT_S,
     WIDEN,
 )
@@ -62,7 +62,6 @@ class Slot:
     probe: bool = False  # sent before the limits were known: counts against the handful allowed in flight
     trial: bool = False  # a request beyond the plain share: nothing else leaves before its answer
     proof: bool = False  # a trial after one that got in: its answer settles it
-    out: bool = True  # in flight: not yet finished (or voided)
     left: bool = False  # its request has left (see :func:`.hooks.leaving`)
     sent: float | None = None  # when its places say it leaves: ``at`` until the HTTP client says otherwise
     let_go: float | None = None  # when its caller was to go on: ``at`` less the gate's lead
@@ -78,7 +77,7 @@ class RateGate:
     ``gate.observe(limits)`` with what each answer's headers said."""
 
     def __init__(self, rpm: float | None = None, tpm: float | None = None, *, learn: bool = False,
-                 guard: float = GUARD_S, cold: float = COLD_S, clock: Callable[[], float] = time.monotonic,
+                 guard: float = GUARD_S, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  sleep_blocking: Callable[[float], None] = time.sleep) -> None:
         self.ceiling = (rpm, tpm)
@@ -87,9 +86,6 @@ class RateGate:
         self._lock = threading.Lock()
         self._base_guard = self._guard = guard
         self._floor = min(guard, MIN_GUARD_S)
-        self._cold = cold
-        self._out = self._connections = 0  # requests in flight now, and the most ever (connections opened)
-        self._first: float | None = None  # when the first request left
         self._limits: dict[str, Limit] = {}
         self._boost, self._raise = 1.0, RAISE
         # Until a request beyond the plain share has been answered without a 429, it goes alone (TRIAL_WAIT_S).
@@ -150,7 +146,6 @@ class RateGate:
                     return None, POLL_S
                 self._probing += probe
                 self.acquired += 1
-                self._count_out(now)
                 self._recent.append((now, tokens))
                 self._forget(now)
                 return Slot(self, now, epoch=self._epoch, probe=probe), 0.0
@@ -165,11 +160,13 @@ class RateGate:
             for limit in self._limits.values():
                 limit.share.prune(now)
                 limit.minute.prune(now)
-            ahead, gap = False, GAP_S
-            for limit in self._limits.values():
+            ahead, spacing = False, {}  # of each limit: how far apart requests like this one go at its pace
+            for name, limit in self._limits.items():
                 amount = tokens if limit.tokens else 1
                 ahead = ahead or waited >= PATIENCE * limit.share.seconds or amount > limit.share.capacity
-                gap = min(gap, limit.share.seconds * amount / limit.share.capacity / 4)
+                spacing[name] = limit.share.seconds * amount / limit.share.capacity
+            bound = max(spacing, key=spacing.__getitem__)  # the limit this request takes the most of
+            gap = min(GAP_S if bound == "requests" else TOKEN_GAP_S, min(spacing.values()) / 4)
             for _ in range(16):  # a fit in one window can push past another's; settles in a step or two
                 before = at
                 for name, limit in self._limits.items():
@@ -201,12 +198,9 @@ class RateGate:
             slot = Slot(self, at, epoch=self._epoch, trial=trial, proof=proof, let_go=at - self._lead)
             if trial:
                 self._trial = slot
-            cold = self._count_out(at) or at < self._first + min(limit.span for limit in self._limits.values())
-            counted = at + (self._cold if cold else 0.0)
             for limit in self._limits.values():
                 amount = tokens if limit.tokens else 1
-                slot.places += [(limit.share, limit.share.add(counted, amount)),
-                                (limit.minute, limit.minute.add(counted, amount))]
+                slot.places += [(window, window.add(at, amount)) for window in (limit.share, limit.minute)]
             bisect.insort(self._booked, at)
             del self._booked[:bisect.bisect_left(self._booked, now - 1.0)]
             self.acquired += 1
@@ -216,15 +210,6 @@ class RateGate:
             self._recent.append((at, tokens))
             self._forget(now)
             return slot, at - soon
-
-    def _count_out(self, at: float) -> bool:
-        """One more request in flight, leaving at ``at``; True if it needs a new connection (called holding
-        the lock)."""
-        self._first = at if self._first is None else self._first
-        self._out += 1
-        cold = self._out > self._connections
-        self._connections = max(self._connections, self._out)
-        return cold
 
     def _spaced(self, t: float, gap: float) -> float:
         """The first moment from ``t`` on that is at least ``gap`` away from every other booking."""
@@ -253,7 +238,6 @@ class RateGate:
             return False
         if wait > 0 and slot.epoch != self._epoch:
             self._release(slot)
-            self._back(slot)
             return False
         return True
 
@@ -296,7 +280,6 @@ class RateGate:
         beyond the plain share answered without a 429 lets the raised pace go."""
         if slot is None:
             return
-        self._back(slot)
         with self._lock:
             self._rtt = 0.8 * self._rtt + 0.2 * max(0.0, self._clock() - slot.at)
             if slot.probe:
@@ -340,13 +323,6 @@ class RateGate:
             window.remove((when, amount))
             moved.append((window, window.add(when + late, amount)))
         slot.places = moved
-
-    def _back(self, slot: Slot) -> None:
-        """``slot`` is no longer in flight (answered, or void before it left)."""
-        with self._lock:
-            if slot.out:
-                slot.out = False
-                self._out -= 1
 
     def _release(self, slot: Slot) -> None:
         with self._lock:

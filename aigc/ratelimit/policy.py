@@ -17,9 +17,7 @@ QUIET = 200
 NARROW_EVERY, NARROW_S, MIN_GUARD_S = 50, 0.001, 0.002
 # A request counts from when its headers start going out (the HTTP client's trace: after any wait for a
 # connection, the TCP and TLS handshakes), and reaches a server on the same machine 0.3-1.7 ms later (p1-p99,
-# 3 ms at most). One on a connection nobody has opened yet, and the others of the run's first second, while the
-# server starts a thread for each, count from this much later still.
-COLD_S = 0.01
+# 3 ms at most), on a connection just opened as on any other (0.3-0.6 ms for the first second's requests).
 # Let go at its moment, a request is on the wire 1-2.5 ms later (the event loop's wake-up, the SDK building it,
 # a connection from the pool), and every window of a long job would pay that. So a request is let go sooner
 # by the LEAD_QUANTILE of how long the last LEADS took (at most MAX_LEAD_S), and counts from when it is sent.
@@ -34,10 +32,12 @@ PATIENCE = 2.0
 # leave the room to the chosen for this long, while they come round one by one, spaced as below.
 PLAN_S = 0.1
 # Two requests never leave closer together than this (or a quarter of the even spacing, if less): the server
-# takes a burst in one by one, so the last of a long burst reaches its books later than we counted it. 10 ms
-# kept a token-bound second's scraps standing empty longer (scenario 1: 39.96-40.15 s, against 39.82-39.88 s
-# at 5 ms); 3 ms drew 8-9 429s in scenario 5's bursts of 20 (5 ms: 3).
-GAP_S = 0.005
+# takes a burst in one by one, so the last of a long burst reaches its books later than we counted it. Where
+# requests take more of the requests limit than of the tokens one, a second's worth is many: 3 ms drew 8-9 429s
+# in scenario 5's bursts of 20 (5 ms: 3). Where they take more of the tokens limit, a second holds fewer (8 in
+# scenario 1) and 3 ms spaces them enough: at 5 ms a burst with one more request than the last second's
+# pushed the second's last request later, every time (scenario 1: 39.77-39.82 s, against 39.71-39.78 s).
+GAP_S, TOKEN_GAP_S = 0.005, 0.003
 # After a 429 without a Retry-After, everyone waits this long.
 DEFAULT_COOLDOWN_S = 1.0
 MAX_COOLDOWN_S = 60.0
