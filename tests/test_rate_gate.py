@@ -260,7 +260,7 @@ def test_429s_for_requests_sent_before_the_first_came_back_are_the_same_news():
 
 def test_the_margin_narrows_while_no_429_comes_and_widens_again_at_the_next():
     t = FakeTime()
-    gate = RateGate(rpm=60_000, clock=t.clock)  # 1,000 a second, the default 5 ms margin
+    gate = RateGate(rpm=60_000, guard=0.005, clock=t.clock)  # 1,000 a second, a 5 ms margin
 
     def margins(n: int) -> list[float]:
         seen = []

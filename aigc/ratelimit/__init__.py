@@ -9,11 +9,12 @@ request is only sent when the server will accept it. A request is counted when i
 as it fits; waiting, it holds nothing, so a smaller one that fits the room left goes first, and of several
 waiting, those whose tokens best fill the room that opens over the next moment go first (:mod:`.packing`).
 One that has waited two window lengths (or is larger than a whole share) books the earliest moment it fits
-instead, and the others keep clear of it. Two never leave within 5 ms of each other: the server takes a burst in one by
-one, so the last of a long burst would reach its books later than we counted it. A request counts from when
-its headers go out (:func:`leaving`, a request hook that adds an httpx trace: after any wait for a connection
-and its handshakes); the run's first second, and a request on a new connection, from 10 ms later still. A
-request is let go as much sooner than its moment as the last ones took to reach the wire (a quarter of them).
+instead, and the others keep clear of it. Two never leave within 5 ms of each other (3 ms where they take more
+of the token limit than of the requests one: fewer go a second): the server takes a burst in one by one, so the
+last of a long burst would reach its books later than we counted it. A request counts from when its headers go
+out (:func:`leaving`, a request hook that adds an httpx trace: after any wait for a connection and its
+handshakes). A request is let go as much sooner than its moment as the last ones took to reach the wire (a
+quarter of them).
 
 **The limits.** Configured ``rpm``/``tpm`` are a ceiling; the server's ``x-ratelimit-limit-*`` headers are the
 truth when lower. With none configured, the limits are learned from the first answers: until then only a
