@@ -31,8 +31,8 @@ class Waiting:
 
     def turn(self, now: float, ticket: int, limits: dict[str, Limit]) -> float:
         """``now`` if ``ticket``, which fits now, may go; else the moment the token room next grows, because
-        other waiting requests fill better the room that opens within PLAN_S. (The gate asks only at its plain
-        pace: there the room grows only as bookings leave the window; once the pace rises, it no longer asks.)"""
+        other waiting requests fill better the room that opens within PLAN_S. (The gate asks only while its pace
+        is one share a second, where the room grows only as bookings leave the window.)"""
         limit = limits.get("tokens")
         if limit is None or len(self._tokens) < 2:
             return now
