@@ -17,7 +17,6 @@ from aigc.ratelimit.policy import (
     GAP_S,
     LEAD_QUANTILE,
     LEADS,
-    NARROW_EVERY,
     PATIENCE,
     QUIET,
     TOKEN_GAP_S,
@@ -271,13 +270,12 @@ def test_the_margin_narrows_while_no_429_comes_and_widens_again_at_the_next():
                 seen.append(gate.stats()["margin_s"])
         return seen
 
-    quiet = margins(4 * NARROW_EVERY)
-    assert quiet[0] == 0.005 and quiet[NARROW_EVERY] == 0.004 and quiet[-1] == 0.002  # 1 ms less each time
+    quiet = margins(4 * QUIET)
+    assert quiet[0] == 0.005 and quiet[QUIET] == 0.004 and quiet[-1] == 0.002  # 1 ms less each time
     gate.penalize(0.003)  # a request the server counted 3 ms later than the gate did
     assert gate.stats()["margin_s"] == pytest.approx(0.005)
-    assert margins(NARROW_EVERY)[-1] == pytest.approx(0.005)  # the server has counted one late: more slowly
-    assert margins(QUIET - NARROW_EVERY)[-1] == pytest.approx(0.004)  # now, every QUIET requests
-    gate.penalize(0.02)  # far later: what the 429 added goes more slowly, half of it every QUIET requests
+    assert margins(QUIET)[-1] == pytest.approx(0.004)  # one late request is one stall: back to narrowing
+    gate.penalize(0.02)  # far later: what the 429 added goes half at a time, every QUIET requests
     assert gate.stats()["margin_s"] == pytest.approx(0.024)
     after = margins(QUIET)
     assert after[-2] == pytest.approx(0.024) and after[-1] == pytest.approx(0.005 + 0.019 / 2)

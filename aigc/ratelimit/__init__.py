@@ -39,9 +39,8 @@ again. The minute window keeps the whole run under the limit.
 | 429 (+ Retry-After)          | pace back to one share for good; everyone      |
 |                              | waits out the Retry-After; at one share, the   |
 |                              | margin doubles (or widens by the Retry-After)  |
-| 200 requests without a 429   | margin halves back to where it started         |
-| 50 requests without a 429    | from there, 1 ms less (down to 2 ms); every    |
-|                              | 200 once a 429 came at the plain pace          |
+| 50 requests without a 429    | margin halves back to where it started; from   |
+|                              | there, 1 ms less (down to 2 ms)                |
 | 5xx / dropped connection     | nothing: the attempt keeps its place (counted) |
 +------------------------------+-----------------------------------------------+
 

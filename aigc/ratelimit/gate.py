@@ -28,7 +28,6 @@ from .policy import (
     MAX_LEAD_S,
     MAX_RAISE,
     MIN_GUARD_S,
-    NARROW_EVERY,
     NARROW_S,
     PATIENCE,
     POLL_S,
@@ -106,7 +105,6 @@ class RateGate:
         self._cool_until = 0.0
         self._epoch = 0
         self._quiet = 0
-        self._late = False  # whether a 429 has shown the server counting one of ours later than we did
         self.acquired = self.refunds = self.penalties = 0
         self.waited_s = 0.0
         self.waits: Counter[str] = Counter()  # seconds waited, by what held the request back
@@ -402,18 +400,16 @@ class RateGate:
             if self._boost > 1:  # the pace had outrun the server's windows: back to one share, for good
                 self._boost = 1.0
             else:  # at the plain pace: the server counted a request later than we did (see GUARD_S)
-                self._late = True  # from now on the margin narrows only every QUIET requests
                 late = min(WIDEN, retry_after or 0.0)
                 self._guard = min(MAX_GUARD_S, max(2 * self._guard, self._guard + late))
             self._set_guard(self._guard)
 
     def _narrow(self) -> None:
         """One more request booked without a 429. Every QUIET of them halve what a 429 added to the margin
-        (down to where it started); below that, every NARROW_EVERY (every QUIET once a 429 came at the plain
-        pace) take NARROW_S off it, down to MIN_GUARD_S (called holding the lock)."""
+        (down to where it started), or below that take NARROW_S off it, down to MIN_GUARD_S (called holding the
+        lock)."""
         self._quiet += 1
-        step = QUIET if self._late or self._guard > self._base_guard + EPS else NARROW_EVERY
-        if self._guard <= self._floor + EPS or self._quiet < step:
+        if self._guard <= self._floor + EPS or self._quiet < QUIET:
             return
         extra = self._guard - self._base_guard
         if extra > NARROW_S:
