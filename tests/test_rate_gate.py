@@ -19,6 +19,7 @@ from aigc.ratelimit.policy import (
     LEADS,
     PATIENCE,
     QUIET,
+    SLOW_QUIET,
     TOKEN_GAP_S,
     TRIAL_WAIT_S,
 )
@@ -275,9 +276,9 @@ def test_the_margin_narrows_while_no_429_comes_and_widens_again_at_the_next():
     gate.penalize(0.003)  # a request the server counted 3 ms later than the gate did
     assert gate.stats()["margin_s"] == pytest.approx(0.005)
     assert margins(QUIET)[-1] == pytest.approx(0.004)  # one late request is one stall: back to narrowing
-    gate.penalize(0.02)  # far later: what the 429 added goes half at a time, every QUIET requests
-    assert gate.stats()["margin_s"] == pytest.approx(0.024)
-    after = margins(QUIET)
+    gate.penalize(0.02)  # far later, and soon after the last: a busier machine; what it added goes half at a time,
+    assert gate.stats()["margin_s"] == pytest.approx(0.024)  # and every SLOW_QUIET requests from now on
+    after = margins(SLOW_QUIET)
     assert after[-2] == pytest.approx(0.024) and after[-1] == pytest.approx(0.005 + 0.019 / 2)
 
 

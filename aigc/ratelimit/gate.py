@@ -36,6 +36,7 @@ from .policy import (
     RAISE,
     RAISE_EVERY,
     RECENT_S,
+    SLOW_QUIET,
     STEP,
     TOKEN_GAP_S,
     TRIAL_WAIT_S,
@@ -105,6 +106,8 @@ class RateGate:
         self._cool_until = 0.0
         self._epoch = 0
         self._quiet = 0
+        self._step = QUIET  # admissions between narrowings: SLOW_QUIET once late 429s come close together
+        self._late_at: int | None = None  # self.acquired at the last 429 at the plain pace
         self.acquired = self.refunds = self.penalties = 0
         self.waited_s = 0.0
         self.waits: Counter[str] = Counter()  # seconds waited, by what held the request back
@@ -401,15 +404,18 @@ class RateGate:
                 self._boost = 1.0
             else:  # at the plain pace: the server counted a request later than we did (see GUARD_S)
                 late = min(WIDEN, retry_after or 0.0)
+                if self._late_at is not None and self.acquired - self._late_at < SLOW_QUIET:
+                    self._step = SLOW_QUIET  # two within so few: a busier machine, not one stall
+                self._late_at = self.acquired
                 self._guard = min(MAX_GUARD_S, max(2 * self._guard, self._guard + late))
             self._set_guard(self._guard)
 
     def _narrow(self) -> None:
         """One more request booked without a 429. Every QUIET of them halve what a 429 added to the margin
-        (down to where it started), or below that take NARROW_S off it, down to MIN_GUARD_S (called holding the
-        lock)."""
+        (down to where it started), or below that take NARROW_S off it, down to MIN_GUARD_S; every SLOW_QUIET once
+        two such 429s came within SLOW_QUIET (called holding the lock)."""
         self._quiet += 1
-        if self._guard <= self._floor + EPS or self._quiet < QUIET:
+        if self._guard <= self._floor + EPS or self._quiet < self._step:
             return
         extra = self._guard - self._base_guard
         if extra > NARROW_S:

@@ -15,7 +15,9 @@ MAX_GUARD_S = 0.25
 # mostly one stall, not a busier machine: kept wide for 200 admissions (25 one-second windows of scenario 1),
 # the margin made those runs take 39.72-39.87 s (39.67-39.71 s without one); narrowing back after 50, they
 # took 39.70-39.71 s, and scenario 5 drew no more 429s (6 a run).
-QUIET, NARROW_S, MIN_GUARD_S = 50, 0.001, 0.002
+# A second such 429 within SLOW_QUIET admissions of the last speaks of a busier machine: from then on the
+# margin narrows every SLOW_QUIET (narrowing every 50 regardless, a full run's scenario 1 drew 5 429s).
+QUIET, SLOW_QUIET, NARROW_S, MIN_GUARD_S = 50, 200, 0.001, 0.002
 # A request counts from when its headers start going out (the HTTP client's trace: after any wait for a
 # connection, the TCP and TLS handshakes), and reaches a server on the same machine 0.3-1.7 ms later (p1-p99,
 # 3 ms at most), on a connection just opened as on any other (0.3-0.6 ms for the first second's requests).
