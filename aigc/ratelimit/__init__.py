@@ -40,7 +40,8 @@ again. The minute window keeps the whole run under the limit.
 |                              | waits out the Retry-After; at one share, the   |
 |                              | margin doubles (or widens by the Retry-After)  |
 | 50 requests without a 429    | margin halves back to where it started; from   |
-|                              | there, 1 ms less (down to 2 ms)                |
+|                              | there, 1 ms less (down to 2 ms); every 200     |
+|                              | once two such 429s came within 200 requests    |
 | 5xx / dropped connection     | nothing: the attempt keeps its place (counted) |
 +------------------------------+-----------------------------------------------+
 
