@@ -81,47 +81,50 @@ class Upstreams:
                 wait = min(self.max_cooldown, self.cooldown * 2 ** (server.failures - 1))
                 server.down_until = self.clock() + wait
 
+    def probed(self, server: Upstream, status: int) -> None:
+        """What ``server``'s ``/health`` answered before it gets traffic again: anything but 200 keeps it out."""
+        if status != 200:
+            raise httpx2.ConnectError(f"{server.health_url} answered {status}")
+
+    def answered(self, server: Upstream, response: Any) -> Any:
+        """``server`` answered: a 502/503/504 sets it aside; the response says where it was served."""
+        self.done(server, ok=response.status_code not in _FAILING)
+        response.headers["x-aigc-upstream"] = server.base_url
+        return response
+
+    def moved(self, request: Any, server: Upstream) -> Any:
+        """``request`` (built on the first base URL by the SDK) sent to ``server`` instead."""
+        target = httpx2.URL(self.route(str(request.url), server))
+        headers = [(k, v) if k.lower() != b"host" else (k, target.netloc) for k, v in request.headers.raw]
+        return httpx2.Request(request.method, target, headers=headers, stream=request.stream,
+                              extensions=request.extensions)
+
     def route(self, url: str, server: Upstream) -> str:
         """``url`` (built on the first base URL by the SDK) moved onto ``server``."""
         primary = self.servers[0].base_url
         return server.base_url + url[len(primary):] if url.startswith(primary) else url
 
 
-def _moved(httpx: Any, request: Any, url: str) -> Any:
-    target = httpx.URL(url)
-    headers = [(k, v) if k.lower() != b"host" else (k, target.netloc) for k, v in request.headers.raw]
-    return httpx.Request(request.method, target, headers=headers, stream=request.stream,
-                         extensions=request.extensions)
-
-
-def _tag(response: Any, server: Upstream) -> Any:
-    response.headers["x-aigc-upstream"] = server.base_url
-    return response
-
-
 class BalancingTransport(httpx2.BaseTransport):
     """A sync ``httpx2`` transport over several base URLs."""
 
     def __init__(self, base_urls: Sequence[str], *, transport: Any = None, **options: Any) -> None:
-        self._httpx = httpx2
         self.upstreams = Upstreams(base_urls, **options)
         self._inner = transport or httpx2.HTTPTransport()
 
     def handle_request(self, request: Any) -> Any:
-        server, probe = self.upstreams.pick()
+        ups = self.upstreams
+        server, probe = ups.pick()
         try:
             if probe:
-                health = self._inner.handle_request(self._httpx.Request("GET", server.health_url))
+                health = self._inner.handle_request(httpx2.Request("GET", server.health_url))
                 health.close()
-                if health.status_code != 200:
-                    raise self._httpx.ConnectError(f"{server.health_url} answered {health.status_code}")
-            response = self._inner.handle_request(_moved(self._httpx, request,
-                                                         self.upstreams.route(str(request.url), server)))
-        except self._httpx.TransportError:
-            self.upstreams.done(server, ok=False)
+                ups.probed(server, health.status_code)
+            response = self._inner.handle_request(ups.moved(request, server))
+        except httpx2.TransportError:
+            ups.done(server, ok=False)
             raise
-        self.upstreams.done(server, ok=response.status_code not in _FAILING)
-        return _tag(response, server)
+        return ups.answered(server, response)
 
     def close(self) -> None:
         self._inner.close()
@@ -137,25 +140,22 @@ class AsyncBalancingTransport(httpx2.AsyncBaseTransport):
     """The async twin of :class:`BalancingTransport` (the same :class:`Upstreams` decisions)."""
 
     def __init__(self, base_urls: Sequence[str], *, transport: Any = None, **options: Any) -> None:
-        self._httpx = httpx2
         self.upstreams = Upstreams(base_urls, **options)
         self._inner = transport or httpx2.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: Any) -> Any:
-        server, probe = self.upstreams.pick()
+        ups = self.upstreams
+        server, probe = ups.pick()
         try:
             if probe:
-                health = await self._inner.handle_async_request(self._httpx.Request("GET", server.health_url))
+                health = await self._inner.handle_async_request(httpx2.Request("GET", server.health_url))
                 await health.aclose()
-                if health.status_code != 200:
-                    raise self._httpx.ConnectError(f"{server.health_url} answered {health.status_code}")
-            response = await self._inner.handle_async_request(
-                _moved(self._httpx, request, self.upstreams.route(str(request.url), server)))
-        except self._httpx.TransportError:
-            self.upstreams.done(server, ok=False)
+                ups.probed(server, health.status_code)
+            response = await self._inner.handle_async_request(ups.moved(request, server))
+        except httpx2.TransportError:
+            ups.done(server, ok=False)
             raise
-        self.upstreams.done(server, ok=response.status_code not in _FAILING)
-        return _tag(response, server)
+        return ups.answered(server, response)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

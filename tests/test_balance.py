@@ -3,12 +3,16 @@ and aigc's retry layer moves the failed request to another."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+
+import httpx2
+import pytest
 
 import aigc
 from aigc.backends.fake import FakeBackend
 from aigc.backends.openai import OpenAIBackend
-from aigc.balance import Upstreams, balanced_clients
+from aigc.balance import AsyncBalancingTransport, BalancingTransport, Upstreams, balanced_clients
 from aigc.config import load_settings
 from tests.serving import serving
 
@@ -57,3 +61,41 @@ def test_a_client_with_several_base_urls_spreads_its_requests_and_rides_out_a_de
             results = client.map("summarize", [f"Text number {i}." for i in range(12)])
         assert all(isinstance(r, aigc.Result) for r in results)
         assert a.request_count > 0 and b.request_count > 0 and a.request_count + b.request_count == 12
+
+
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_both_transports_set_a_failing_server_aside_and_probe_its_health_before_it_comes_back(twin):
+    seen, health = [], iter([503, 200])
+
+    def answer(request):
+        seen.append(f"{request.url.host}{request.url.path}")
+        if request.url.path == "/health":
+            return httpx2.Response(next(health))
+        return httpx2.Response(503 if len(seen) == 2 else 200, json={"ok": True})
+
+    urls, options = ["http://a/v1", "http://b/v1"], {"cooldown": 0, "clock": lambda: 0.0}
+    if twin == "sync":
+        transport = BalancingTransport(urls, transport=httpx2.MockTransport(answer), **options)
+        send = httpx2.Client(transport=transport).post
+    else:
+        transport = AsyncBalancingTransport(urls, transport=httpx2.MockTransport(answer), **options)
+        client = httpx2.AsyncClient(transport=transport)
+
+        def send(url):
+            return asyncio.run(client.post(url))
+
+    statuses = []
+    for _ in range(4):
+        try:
+            response = send("http://a/v1/chat/completions")
+            statuses.append((response.status_code, response.headers["x-aigc-upstream"]))
+        except httpx2.ConnectError as e:
+            statuses.append(str(e))
+    assert statuses == [(200, "http://a/v1"), (503, "http://b/v1"), (200, "http://a/v1"),
+                        "http://b/health answered 503"]  # b failed: probed first, and kept out
+    assert seen == ["a/v1/chat/completions", "b/v1/chat/completions", "a/v1/chat/completions", "b/health"]
+    response = send("http://a/v1/chat/completions")
+    assert response.headers["x-aigc-upstream"] == "http://a/v1"
+    response = send("http://a/v1/chat/completions")  # b's health says 200 now: it serves again
+    assert (response.status_code, response.headers["x-aigc-upstream"]) == (200, "http://b/v1")
+    assert seen[-2:] == ["b/health", "b/v1/chat/completions"]
