@@ -158,27 +158,36 @@ def structured(request: ChatRequest, schema: type[BaseModel] | dict[str, Any], m
         parse = _json_object
     else:
         spec, title, parse = strict_json_schema(schema), schema.__name__, schema.model_validate_json
-    request = request.model_copy(update={"json_schema": spec})
-    reasks = 0
-    while True:
-        [completion] = yield Step([request])
+
+    def check(completion: Completion) -> Outcome | str:
         try:
             parsed = parse(extract_json(completion.text))
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'value'}: {err['msg']}"
-                                 for err in e.errors()[:8])
-            if reasks >= max_reasks:
-                raise OutputInvalid(
-                    f"the model's output did not match {title} after {reasks} re-ask(s): {problems}",
-                    text=completion.text, errors=problems) from None
-            reasks += 1
-            request = request.model_copy(update={"messages": [
-                *request.messages,
-                Message(role="assistant", content=completion.text),
-                Message(role="user", content=f"That reply is not valid: {problems}. Reply again with only "
-                                             f"the corrected JSON object. {schema_instruction(spec)}"),
-            ]})
-            continue
+            return "; ".join(f"{'.'.join(map(str, err['loc'])) or 'value'}: {err['msg']}" for err in e.errors()[:8])
         dumped = parsed if isinstance(parsed, dict) else parsed.model_dump(mode="json")
-        return Outcome(json.dumps(dumped, ensure_ascii=False), completion.finish_reason, parsed=parsed,
-                       reasks=reasks)
+        return Outcome(json.dumps(dumped, ensure_ascii=False), completion.finish_reason, parsed=parsed)
+
+    request = request.model_copy(update={"json_schema": spec})
+    return (yield from reasked(request, check, max_reasks, title, hint=f" object. {schema_instruction(spec)}"))
+
+
+def reasked(request: ChatRequest, check: Callable[[Completion], Outcome | str], max_reasks: int, title: str,
+            hint: str = ".") -> Flow:
+    """Ask ``request``; while ``check`` finds the reply wrong (says what is wrong), ask again with that, at most
+    ``max_reasks`` times, then raise :class:`OutputInvalid`. The outcome is the one ``check`` returns."""
+    reasks = 0
+    while True:
+        [completion] = yield Step([request])
+        verdict = check(completion)
+        if isinstance(verdict, Outcome):
+            return dataclasses.replace(verdict, reasks=reasks)
+        if reasks >= max_reasks:
+            raise OutputInvalid(f"the model's output did not match {title} after {reasks} re-ask(s): {verdict}",
+                                text=completion.text, errors=verdict)
+        reasks += 1
+        request = request.model_copy(update={"messages": [
+            *request.messages,
+            Message(role="assistant", content=completion.text),
+            Message(role="user", content=f"That reply is not valid: {verdict}. Reply again with only the "
+                                         f"corrected JSON{hint}"),
+        ]})

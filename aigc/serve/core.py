@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..client import AsyncClient
-from ..errors import OutputInvalid
-from ..flows import Flow, Outcome, Step, extract_json, single
+from ..flows import Flow, Outcome, extract_json, reasked, single
 from ..tasks import Task
-from ..types import ChatRequest, Completion, Message, Result
+from ..types import ChatRequest, Completion, Result
 
 __all__ = ["Core", "Caller"]
 
@@ -145,21 +144,13 @@ def check_json(text: str, schema: dict[str, Any]) -> str | None:
 def _validated(request: ChatRequest, max_reasks: int) -> Flow:
     """Ask for JSON matching the request's schema; re-ask with what was wrong, at most ``max_reasks`` times."""
     schema = request.json_schema.get("schema", {})
-    reasks = 0
-    while True:
-        completion: Completion
-        [completion] = yield Step([request])
+
+    def check(completion: Completion) -> Outcome | str:
         text = completion.text if completion.response_format == "json_schema" else extract_json(completion.text)
         problem = check_json(text, schema)
         if problem is None or completion.finish_reason == "length":  # a cut reply is returned as it is
-            return Outcome(text if problem is None else completion.text, completion.finish_reason, reasks=reasks,
+            return Outcome(text if problem is None else completion.text, completion.finish_reason,
                            logprobs=completion.logprobs)
-        if reasks >= max_reasks:
-            raise OutputInvalid(f"the model's reply did not match the JSON schema after {reasks} re-ask(s): "
-                                f"{problem}", text=completion.text, errors=problem)
-        reasks += 1
-        request = request.model_copy(update={"messages": [
-            *request.messages, Message(role="assistant", content=completion.text),
-            Message(role="user", content=f"That reply is not valid: {problem}. Reply again with only the "
-                                         "corrected JSON."),
-        ]})
+        return problem
+
+    return (yield from reasked(request, check, max_reasks, "the JSON schema"))
