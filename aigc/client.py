@@ -86,11 +86,10 @@ class ClientBase(CallPlanner, ABC):
             # Configured limits are a ceiling; the server's headers, where it sends them, are learned.
             gate = RateGate(s.rpm, s.tpm, learn=self.backend.reports_limits)
         if retry is None:
-            # Behind a rate gate every retry waits its turn too, so the first comes at once (20-40 ms), and the
-            # later ones grow faster (0.3, 0.9, 2.7, 8.1 s): six attempts span about as long as 0.5 s doubling.
-            gated = {"first_backoff": 0.02, "initial_backoff": 0.3, "jitter": 0.1, "multiplier": 3.0}
+            # Behind a rate gate every retry waits its turn too, so the first may come sooner (0.1-0.2 s), and
+            # the later ones grow faster (0.3, 0.9, 2.7, 8.1 s): six attempts span about as long as 0.5 s doubling.
             retry = RetryPolicy(max_attempts=s.max_attempts, deadline=s.deadline, max_retry_after=s.max_retry_after,
-                                **(gated if gate is not None else {}))
+                                **({"initial_backoff": 0.1, "jitter": 0.1, "multiplier": 3.0} if gate is not None else {}))
         if budget is None and (s.max_total_tokens or s.max_cost_usd):
             from .budget import Budget
 

@@ -33,9 +33,6 @@ class RetryPolicy:
     deadline: float = 300.0
     initial_backoff: float = 0.5
     multiplier: float = 2.0  # each wait this many times the last
-    # The wait before the first retry, up to twice this (None: ``initial_backoff`` like the rest, which then
-    # start from ``initial_backoff`` at the second retry).
-    first_backoff: float | None = None
     max_backoff: float = 20.0
     jitter: float = 0.5
     max_retry_after: float = 60.0
@@ -61,12 +58,7 @@ class _Attempts:
         if retry_after is not None and retry_after >= 0:
             # Never earlier than the server asked; a little later spreads concurrent callers apart.
             return retry_after + random.uniform(0, min(0.1 * retry_after, 1.0))
-        retries = state.attempt_number - 1  # retries before this one
-        if self.policy.first_backoff is not None:
-            if not retries:
-                return random.uniform(self.policy.first_backoff, 2 * self.policy.first_backoff)
-            retries -= 1
-        exponential = self.policy.initial_backoff * self.policy.multiplier ** retries
+        exponential = self.policy.initial_backoff * self.policy.multiplier ** (state.attempt_number - 1)
         return min(self.policy.max_backoff, exponential) + random.uniform(0, self.policy.jitter)
 
     def stop(self, state: RetryCallState) -> bool:
