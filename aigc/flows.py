@@ -168,13 +168,15 @@ def structured(request: ChatRequest, schema: type[BaseModel] | dict[str, Any], m
         return Outcome(json.dumps(dumped, ensure_ascii=False), completion.finish_reason, parsed=parsed)
 
     request = request.model_copy(update={"json_schema": spec})
-    return (yield from reasked(request, check, max_reasks, title, hint=f" object. {schema_instruction(spec)}"))
+    return (yield from reasked(request, check, max_reasks, title, reply="JSON object", hint=schema_instruction(spec)))
 
 
 def reasked(request: ChatRequest, check: Callable[[Completion], Outcome | str], max_reasks: int, title: str,
-            hint: str = ".") -> Flow:
-    """Ask ``request``; while ``check`` finds the reply wrong (says what is wrong), ask again with that, at most
-    ``max_reasks`` times, then raise :class:`OutputInvalid`. The outcome is the one ``check`` returns."""
+            reply: str = "JSON", hint: str = "") -> Flow:
+    """Ask ``request``; while ``check`` finds the reply wrong (says what is wrong), ask again with that (for the
+    corrected ``reply``, then ``hint``), at most ``max_reasks`` times, then raise :class:`OutputInvalid`. The
+    outcome is the one ``check`` returns."""
+    again = " ".join(part for part in (f"Reply again with only the corrected {reply}.", hint) if part)
     reasks = 0
     while True:
         [completion] = yield Step([request])
@@ -188,6 +190,5 @@ def reasked(request: ChatRequest, check: Callable[[Completion], Outcome | str], 
         request = request.model_copy(update={"messages": [
             *request.messages,
             Message(role="assistant", content=completion.text),
-            Message(role="user", content=f"That reply is not valid: {verdict}. Reply again with only the "
-                                         f"corrected JSON{hint}"),
+            Message(role="user", content=f"That reply is not valid: {verdict}. {again}"),
         ]})
